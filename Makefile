@@ -1,0 +1,59 @@
+# Set-up and checks. Every target is idempotent; `make demo` and `make test` install what they need.
+SHELL := /bin/bash
+PYTHON ?= /usr/bin/python3
+VENV := $(CURDIR)/.venv
+PREFIX ?= /usr/local
+# Debian packages used by the programs, the tests and the demos.
+APT_PACKAGES := python3-venv python3-dev gcc make runc busybox-static iproute2 procps util-linux
+
+.PHONY: all install apt venv programs lint test test-unit test-integration test-e2e demo bench clean
+
+all: install
+
+install: apt venv programs
+
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[dev]'
+	touch $@
+
+# Launchers in $(PREFIX)/bin, where containerd, dockerd and podman look for runtimes.
+programs: venv
+	$(VENV)/bin/python scripts/install-launchers.py --prefix $(PREFIX) --venv $(VENV) --src $(CURDIR)/src
+
+lint: venv
+	$(VENV)/bin/ruff check src tests bench scripts
+	$(VENV)/bin/ruff format --check src tests bench scripts
+	$(VENV)/bin/mypy
+
+test: install lint
+	$(VENV)/bin/python -m pytest tests/unit tests/integration tests/e2e
+
+test-unit: venv
+	$(VENV)/bin/python -m pytest tests/unit
+
+test-integration: install
+	$(VENV)/bin/python -m pytest tests/integration
+
+test-e2e: install
+	$(VENV)/bin/python -m pytest tests/e2e
+
+demo: install
+	$(VENV)/bin/python scripts/demo.py
+
+bench: install
+	$(VENV)/bin/python bench/lifecycle.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,115 @@
+"""JSON for programs whose start-up time matters.
+
+`import json` costs more than starting the interpreter, because `json.decoder` imports `re`,
+which imports `enum`. `rune` is executed several times per container, so it reads and writes
+JSON with the C scanner and encoder of the standard library (`_json`) directly. The output is
+the same as `json.dumps`; malformed input raises `ValueError` naming the position.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+try:
+    import _json
+except ImportError:  # an interpreter without the C accelerator
+    _json = None  # type: ignore[assignment]
+
+_WHITESPACE = " \t\n\r"
+
+
+class _ScannerContext:
+    """The attributes `_json.make_scanner` reads from a decoder."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    memo: dict[str, str] = {}
+
+    @staticmethod
+    def parse_constant(name: str) -> float:
+        return {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}[name]
+
+
+_scan = _json.make_scanner(_ScannerContext()) if _json is not None else None
+
+
+def _skip_whitespace(text: str, pos: int) -> int:
+    end = len(text)
+    while pos < end and text[pos] in _WHITESPACE:
+        pos += 1
+    return pos
+
+
+def loads(text: str | bytes) -> Any:
+    """Parse one JSON document; `ValueError` (with the position) when it is malformed."""
+    if isinstance(text, bytes | bytearray):
+        text = text.decode("utf-8-sig")
+    if _scan is None:
+        import json
+
+        return json.loads(text)
+    pos = _skip_whitespace(text, 0)
+    try:
+        value, pos = _scan(text, pos)
+    except StopIteration as stop:
+        if _skip_whitespace(text, 0) == len(text):
+            raise ValueError("empty document") from None
+        raise ValueError(f"expecting a value at character {stop.value}") from None
+    except ValueError as error:  # json.JSONDecodeError carries line and column
+        raise ValueError(str(error)) from None
+    pos = _skip_whitespace(text, pos)
+    if pos != len(text):
+        raise ValueError(f"extra data at character {pos}")
+    return value
+
+
+def _encode_string(value: str) -> str:
+    if _json is None:
+        import json
+
+        return json.dumps(value)
+    return str(_json.encode_basestring_ascii(value))
+
+
+def _default(value: object) -> object:
+    raise TypeError(f"object of type {type(value).__name__} is not JSON serializable")
+
+
+def dumps(value: Any, indent: str | None = None) -> str:
+    """Serialize like `json.dumps(value, indent=indent)`; compact when indent is None."""
+    if indent is not None:
+        chunks: list[str] = []
+        _write_indented(value, indent, 0, chunks)
+        return "".join(chunks)
+    if _json is None:
+        import json
+
+        return json.dumps(value)
+    encoder = _json.make_encoder(
+        {}, _default, _json.encode_basestring_ascii, None, ": ", ", ", False, False, True
+    )
+    return "".join(encoder(value, 0))
+
+
+def _write_indented(value: Any, indent: str, level: int, out: list[str]) -> None:
+    if isinstance(value, dict) and value:
+        inner = "\n" + indent * (level + 1)
+        out.append("{")
+        for index, (key, item) in enumerate(value.items()):
+            out.append(("," if index else "") + inner + _encode_string(str(key)) + ": ")
+            _write_indented(item, indent, level + 1, out)
+        out.append("\n" + indent * level + "}")
+    elif isinstance(value, list | tuple) and value:
+        inner = "\n" + indent * (level + 1)
+        out.append("[")
+        for index, item in enumerate(value):
+            out.append(("," if index else "") + inner)
+            _write_indented(item, indent, level + 1, out)
+        out.append("\n" + indent * level + "]")
+    else:
+        out.append(dumps(value))
