@@ -6,11 +6,21 @@ PREFIX ?= /usr/local
 # Debian packages used by the programs, the tests and the demos.
 APT_PACKAGES := python3-venv python3-dev gcc make runc busybox-static iproute2 procps util-linux
 
-.PHONY: all install apt venv programs lint test test-unit test-integration test-e2e demo bench clean
+EXT_SUFFIX = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+SYSCALLS_EXT := src/inclavare/linux/_syscalls$(EXT_SUFFIX)
+
+.PHONY: all install apt venv build programs lint test test-unit test-integration test-e2e demo bench clean
 
 all: install
 
-install: apt venv programs
+install: apt venv build programs
+
+# The C extension with the system calls Python's os module lacks (see linux/syscalls.py).
+build: $(SYSCALLS_EXT)
+
+$(SYSCALLS_EXT): src/inclavare/linux/_syscalls.c
+	gcc -O2 -Wall -Wextra -Wno-unused-parameter -Werror -shared -fPIC \
+		$$($(PYTHON)-config --includes) -o $@ $<
 
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -32,7 +42,7 @@ $(VENV)/.installed: pyproject.toml
 programs: venv
 	$(VENV)/bin/python scripts/install-launchers.py --prefix $(PREFIX) --venv $(VENV) --src $(CURDIR)/src
 
-lint: venv
+lint: venv build
 	$(VENV)/bin/ruff check src tests bench scripts
 	$(VENV)/bin/ruff format --check src tests bench scripts
 	$(VENV)/bin/mypy
@@ -40,7 +50,7 @@ lint: venv
 test: install lint
 	$(VENV)/bin/python -m pytest tests/unit tests/integration tests/e2e
 
-test-unit: venv
+test-unit: venv build
 	$(VENV)/bin/python -m pytest tests/unit
 
 test-integration: install
@@ -56,4 +66,4 @@ bench: install
 	$(VENV)/bin/python bench/lifecycle.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache $(SYSCALLS_EXT)

@@ -15,20 +15,25 @@ import sys
 import sysconfig
 from pathlib import Path
 
-# program name -> module whose main() it runs
+# program name -> (module whose main() it runs, whether it skips the interpreter's shutdown)
 PROGRAMS = {
-    "rune": "inclavare.cli.rune",
+    "rune": ("inclavare.cli.rune", True),
 }
 
 
-def launcher_text(interpreter: str, paths: list[str], module: str) -> str:
+def launcher_text(interpreter: str, paths: list[str], module: str, exit_now: bool) -> str:
+    ending = (
+        "from inclavare.cli import exit_now\nexit_now(main())\n"
+        if exit_now
+        else "sys.exit(main())\n"
+    )
     return (
         f"#!{interpreter} -IS\n"
         "# Installed by `make install` from the inclavare source tree.\n"
         "import sys\n"
         f"sys.path[:0] = {paths!r}\n"
         f"from {module} import main\n"
-        "sys.exit(main())\n"
+        f"{ending}"
     )
 
 
@@ -39,16 +44,16 @@ def main() -> int:
     parser.add_argument("--src", required=True)
     args = parser.parse_args()
 
-    venv = Path(args.venv)
+    venv = Path(args.venv).resolve()
     interpreter = os.path.realpath(venv / "bin" / "python")
     purelib = sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)})
     paths = [str(Path(args.src).resolve()), purelib]
 
     bindir = Path(args.prefix) / "bin"
     bindir.mkdir(parents=True, exist_ok=True)
-    for name, module in PROGRAMS.items():
+    for name, (module, exit_now) in PROGRAMS.items():
         target = bindir / name
-        text = launcher_text(interpreter, paths, module)
+        text = launcher_text(interpreter, paths, module, exit_now)
         if target.is_file() and not target.is_symlink() and target.read_text() == text:
             continue
         tmp = target.with_name(f".{name}.tmp")

@@ -8,14 +8,11 @@ the same as `json.dumps`; malformed input raises `ValueError` naming the positio
 
 from __future__ import annotations
 
+import _json
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
-
-try:
-    import _json
-except ImportError:  # an interpreter without the C accelerator
-    _json = None  # type: ignore[assignment]
 
 _WHITESPACE = " \t\n\r"
 
@@ -28,14 +25,30 @@ class _ScannerContext:
     object_pairs_hook = None
     parse_float = float
     parse_int = int
-    memo: dict[str, str] = {}
 
     @staticmethod
     def parse_constant(name: str) -> float:
         return {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}[name]
 
 
-_scan = _json.make_scanner(_ScannerContext()) if _json is not None else None
+_scan = _json.make_scanner(_ScannerContext())  # type: ignore[arg-type]
+
+
+def _not_serializable(value: object) -> object:
+    raise TypeError(f"object of type {type(value).__name__} is not JSON serializable")
+
+
+_encode = _json.make_encoder(
+    {},
+    _not_serializable,
+    _json.encode_basestring_ascii,
+    None,
+    ": ",
+    ", ",
+    False,
+    False,
+    True,
+)
 
 
 def _skip_whitespace(text: str, pos: int) -> int:
@@ -49,35 +62,21 @@ def loads(text: str | bytes) -> Any:
     """Parse one JSON document; `ValueError` (with the position) when it is malformed."""
     if isinstance(text, bytes | bytearray):
         text = text.decode("utf-8-sig")
-    if _scan is None:
-        import json
-
-        return json.loads(text)
     pos = _skip_whitespace(text, 0)
+    if pos == len(text):
+        raise ValueError("empty document")
     try:
         value, pos = _scan(text, pos)
     except StopIteration as stop:
-        if _skip_whitespace(text, 0) == len(text):
-            raise ValueError("empty document") from None
         raise ValueError(f"expecting a value at character {stop.value}") from None
     except ValueError as error:  # json.JSONDecodeError carries line and column
         raise ValueError(str(error)) from None
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
     pos = _skip_whitespace(text, pos)
     if pos != len(text):
         raise ValueError(f"extra data at character {pos}")
     return value
-
-
-def _encode_string(value: str) -> str:
-    if _json is None:
-        import json
-
-        return json.dumps(value)
-    return str(_json.encode_basestring_ascii(value))
-
-
-def _default(value: object) -> object:
-    raise TypeError(f"object of type {type(value).__name__} is not JSON serializable")
 
 
 def dumps(value: Any, indent: str | None = None) -> str:
@@ -86,14 +85,7 @@ def dumps(value: Any, indent: str | None = None) -> str:
         chunks: list[str] = []
         _write_indented(value, indent, 0, chunks)
         return "".join(chunks)
-    if _json is None:
-        import json
-
-        return json.dumps(value)
-    encoder = _json.make_encoder(
-        {}, _default, _json.encode_basestring_ascii, None, ": ", ", ", False, False, True
-    )
-    return "".join(encoder(value, 0))
+    return "".join(_encode(value, 0))
 
 
 def _write_indented(value: Any, indent: str, level: int, out: list[str]) -> None:
@@ -101,7 +93,8 @@ def _write_indented(value: Any, indent: str, level: int, out: list[str]) -> None
         inner = "\n" + indent * (level + 1)
         out.append("{")
         for index, (key, item) in enumerate(value.items()):
-            out.append(("," if index else "") + inner + _encode_string(str(key)) + ": ")
+            out.append(("," if index else "") + inner + _json.encode_basestring_ascii(str(key)))
+            out.append(": ")
             _write_indented(item, indent, level + 1, out)
         out.append("\n" + indent * level + "}")
     elif isinstance(value, list | tuple) and value:

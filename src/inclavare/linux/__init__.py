@@ -1,0 +1,1 @@
+"""The only place that talks to the kernel beyond Python's `os` module."""

@@ -1,0 +1,1 @@
+"""The OCI runtime-spec: configuration, state, and the runtime's defaults."""
