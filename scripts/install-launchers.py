@@ -18,6 +18,7 @@ from pathlib import Path
 # program name -> module whose main() it runs
 PROGRAMS = {
     "rune": "inclavare.cli.rune",
+    "shelter": "inclavare.cli.shelter",
 }
 
 

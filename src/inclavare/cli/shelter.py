@@ -107,13 +107,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_verify(args: argparse.Namespace) -> int:
     from inclavare.attestation.verifier import verify_evidence
 
-    evidence = _read(args.evidence, "evidence")
-    inputs = _verification_inputs(args)
-    verdict = verify_evidence(evidence, inputs)
+    policy = None
     if args.policy is not None:
         from inclavare.attestation.policy import load_policy
 
         policy = load_policy(_read(args.policy, "policy"), args.policy)
+    evidence = _read(args.evidence, "evidence")
+    inputs = _verification_inputs(
+        args, allow_simulated=policy is not None and policy.allow_simulated
+    )
+    verdict = verify_evidence(evidence, inputs)
+    if policy is not None:
         verdict = policy.apply(verdict)
     if args.json:
         import json
@@ -124,7 +128,7 @@ def run_verify(args: argparse.Namespace) -> int:
     return EXIT_VERIFIED if verdict.verified else EXIT_NOT_VERIFIED
 
 
-def _verification_inputs(args: argparse.Namespace) -> VerificationInputs:
+def _verification_inputs(args: argparse.Namespace, allow_simulated: bool) -> VerificationInputs:
     from inclavare.attestation.inputs import VerificationInputs
     from inclavare.attestation.trust import TrustStore
 
@@ -147,6 +151,7 @@ def _verification_inputs(args: argparse.Namespace) -> VerificationInputs:
         endorsement_key=endorsement_key,
         ca_certificates=tuple(ca_certificates + roots),
         collateral=collateral,
+        allow_simulated=allow_simulated,
     )
 
 
