@@ -58,8 +58,9 @@ _MGF1 = "1.2.840.113549.1.1.8"
 _ED25519 = "1.3.101.112"
 
 PEM_CERTIFICATE = re.compile(
-    rb"-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]*?)-----END CERTIFICATE-----"
+    rb"-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\r\n\t ]*?)-----END CERTIFICATE-----"
 )
+_PEM_WHITESPACE = re.compile(rb"[\r\n\t ]*")
 
 
 @dataclass(frozen=True)
@@ -152,32 +153,51 @@ class Certificate:
 
 
 def load_public_key(spki: bytes) -> PublicKeyTypes:
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives.serialization import load_der_public_key
 
     try:
         return load_der_public_key(spki)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as error:
         raise MalformedEvidence(f"unusable public key: {error}") from None
 
 
-def parse_certificates(data: bytes) -> list[Certificate]:
-    """Every certificate in `data`: PEM blocks, or one or more concatenated DER certificates."""
-    data = bytes(data).rstrip(b"\x00")
-    if b"-----BEGIN" in data:
-        import base64
-        import binascii
+def parse_certificates(data: bytes, strict: bool = False) -> list[Certificate]:
+    """Every certificate in `data`: PEM blocks, or one or more concatenated DER certificates.
 
-        certificates = []
-        for match in PEM_CERTIFICATE.finditer(data):
-            try:
-                body = base64.b64decode(b"".join(match.group(1).split()), validate=True)
-            except binascii.Error:
-                raise MalformedEvidence("PEM certificate with invalid base64") from None
-            certificates.append(Certificate.from_der(body))
-        if not certificates:
-            raise MalformedEvidence("PEM text holds no certificate")
-        return certificates
-    return [Certificate.from_der(tlv.encoded) for tlv in der.iter_tlvs(data)]
+    Strict parsing (for certificates inside signed evidence) allows nothing but whitespace
+    around PEM blocks, so that no byte of the evidence goes unexamined.
+    """
+    data = bytes(data).rstrip(b"\x00")
+    if b"-----BEGIN" not in data:
+        return [Certificate.from_der(tlv.encoded) for tlv in der.iter_tlvs(data)]
+    certificates = []
+    position = 0
+    for match in PEM_CERTIFICATE.finditer(data):
+        if strict and not _PEM_WHITESPACE.fullmatch(data, position, match.start()):
+            raise MalformedEvidence("unexpected text between PEM certificates")
+        certificates.append(Certificate.from_der(_decode_base64(match.group(1))))
+        position = match.end()
+    if strict and not _PEM_WHITESPACE.fullmatch(data, position):
+        raise MalformedEvidence("unexpected text after the PEM certificates")
+    if not certificates:
+        raise MalformedEvidence("PEM text holds no certificate")
+    return certificates
+
+
+def _decode_base64(text: bytes) -> bytes:
+    """Decode base64, accepting only its canonical form (one encoding per certificate)."""
+    import base64
+    import binascii
+
+    joined = b"".join(text.split())
+    try:
+        decoded = base64.b64decode(joined, validate=True)
+    except binascii.Error:
+        raise MalformedEvidence("PEM certificate with invalid base64") from None
+    if base64.b64encode(decoded) != joined:
+        raise MalformedEvidence("PEM certificate with non-canonical base64")
+    return decoded
 
 
 def _parse_certificate(data: bytes) -> Certificate:

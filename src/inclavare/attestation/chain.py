@@ -108,9 +108,11 @@ def verify_chain(
         check_validity(current, at)
         anchor = trust.anchor_for(current.spki_sha256, authority)
         if anchor is not None:
-            if current.is_self_issued and not is_signed_by(current, current, cache):
+            # The root is trusted for its key; its certificate must still be the one that key
+            # signed, so that no byte of the chain goes unchecked.
+            if not is_signed_by(current, current, cache):
                 raise VerificationFailed(
-                    f"root certificate {current.common_name!r} has an invalid self-signature"
+                    f"root certificate {current.common_name!r} is not signed by its own key"
                 )
             return VerifiedChain(tuple(path), anchor)
         if current.is_self_issued:

@@ -27,7 +27,11 @@ from inclavare.attestation.certificate import (
     parse_certificates,
     parse_time,
 )
-from inclavare.attestation.errors import AttestationInputError, MalformedEvidence
+from inclavare.attestation.errors import (
+    AttestationInputError,
+    MalformedEvidence,
+    VerificationFailed,
+)
 
 UP_TO_DATE = "UpToDate"
 SW_HARDENING_NEEDED = "SWHardeningNeeded"
@@ -377,8 +381,10 @@ def _enclave_identity(identity: Mapping[str, Any], body: SignedBody) -> EnclaveI
         version=_int(identity["version"], "version"),
         issue_date=_date(identity["issueDate"], "issueDate"),
         next_update=_date(identity["nextUpdate"], "nextUpdate"),
-        misc_select=int.from_bytes(_hex(identity["miscselect"], "miscselect"), "big"),
-        misc_select_mask=int.from_bytes(_hex(identity["miscselectMask"], "miscselectMask"), "big"),
+        misc_select=int.from_bytes(_hex(identity["miscselect"], "miscselect"), "little"),
+        misc_select_mask=int.from_bytes(
+            _hex(identity["miscselectMask"], "miscselectMask"), "little"
+        ),
         attributes=_hex(identity["attributes"], "attributes"),
         attributes_mask=_hex(identity["attributesMask"], "attributesMask"),
         mr_signer=_hex(identity["mrsigner"], "mrsigner"),
@@ -445,8 +451,11 @@ class TcbEvaluation:
     detail: str
 
 
-class TcbNotSupported(Exception):
+class TcbNotSupported(VerificationFailed):
     """The platform meets none of the TCB levels: Intel does not support its TCB."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"TCB not supported: {detail}")
 
 
 def sgx_level(info: TcbInfo, components: Sequence[int], pce_svn: int) -> TcbLevel:
@@ -507,14 +516,14 @@ def _check_module(
     identity: TdxModuleIdentity, name: str, mr_signer_seam: bytes, seam_attributes: bytes
 ) -> None:
     if identity.mr_signer != mr_signer_seam:
-        raise TcbNotSupported(
+        raise VerificationFailed(
             f"MRSIGNERSEAM {mr_signer_seam.hex()} is not the signer of {name} "
             f"({identity.mr_signer.hex()})"
         )
     if _masked(seam_attributes, identity.attributes_mask) != _masked(
         identity.attributes, identity.attributes_mask
     ):
-        raise TcbNotSupported(f"SEAM attributes {seam_attributes.hex()} do not match {name}")
+        raise VerificationFailed(f"SEAM attributes {seam_attributes.hex()} do not match {name}")
 
 
 def qe_identity_level(
@@ -527,21 +536,21 @@ def qe_identity_level(
 ) -> IdentityLevel:
     """Check the QE report against its identity; return the level its ISVSVN reaches."""
     if mr_signer != identity.mr_signer:
-        raise TcbNotSupported(
+        raise VerificationFailed(
             f"QE MRSIGNER {mr_signer.hex()} is not that of the {identity.id} identity "
             f"({identity.mr_signer.hex()})"
         )
     if isv_prod_id != identity.isv_prod_id:
-        raise TcbNotSupported(
+        raise VerificationFailed(
             f"QE ISVPRODID {isv_prod_id} is not that of the {identity.id} identity "
             f"({identity.isv_prod_id})"
         )
     if misc_select & identity.misc_select_mask != identity.misc_select & identity.misc_select_mask:
-        raise TcbNotSupported(f"QE MISCSELECT 0x{misc_select:08x} does not match {identity.id}")
+        raise VerificationFailed(f"QE MISCSELECT 0x{misc_select:08x} does not match {identity.id}")
     if _masked(attributes, identity.attributes_mask) != _masked(
         identity.attributes, identity.attributes_mask
     ):
-        raise TcbNotSupported(f"QE attributes {attributes.hex()} do not match {identity.id}")
+        raise VerificationFailed(f"QE attributes {attributes.hex()} do not match {identity.id}")
     for level in identity.levels:
         if isv_svn >= level.isv_svn:
             return level

@@ -195,7 +195,7 @@ def _pck_certificates(
     pool = list(inputs.pck_certificates)
     if certification.certification_type in (CERT_PCK_CERT_CHAIN, CERT_PCK_CLEARTEXT):
         try:
-            pool = parse_certificates(certification.certification_data) + pool
+            pool = parse_certificates(certification.certification_data, strict=True) + pool
         except MalformedEvidence as error:
             raise VerificationFailed(
                 f"the PCK certificates in the quote are malformed: {error}"
@@ -302,30 +302,27 @@ def evaluate_collateral(
     _check_current(f"{identity.id} identity", identity.issue_date, identity.next_update, inputs.at)
 
     qe_report = quote.certification.qe_report
-    try:
-        qe_level = pcs.qe_identity_level(
-            identity,
-            qe_report.mr_signer,
-            qe_report.isv_prod_id,
-            qe_report.misc_select,
-            qe_report.attributes,
-            qe_report.isv_svn,
+    qe_level = pcs.qe_identity_level(
+        identity,
+        qe_report.mr_signer,
+        qe_report.isv_prod_id,
+        qe_report.misc_select,
+        qe_report.attributes,
+        qe_report.isv_svn,
+    )
+    if isinstance(quote.body, TdReportBody):
+        level = pcs.tdx_level(
+            tcb_info, platform.tcb_components, platform.pce_svn, quote.body.tee_tcb_svn
         )
-        if isinstance(quote.body, TdReportBody):
-            level = pcs.tdx_level(
-                tcb_info, platform.tcb_components, platform.pce_svn, quote.body.tee_tcb_svn
-            )
-            module = pcs.tdx_module_status(
-                tcb_info,
-                quote.body.tee_tcb_svn,
-                quote.body.mr_signer_seam,
-                quote.body.seam_attributes,
-            )
-        else:
-            level = pcs.sgx_level(tcb_info, platform.tcb_components, platform.pce_svn)
-            module = None
-    except pcs.TcbNotSupported as error:
-        raise VerificationFailed(f"TCB not supported: {error}") from None
+        module = pcs.tdx_module_status(
+            tcb_info,
+            quote.body.tee_tcb_svn,
+            quote.body.mr_signer_seam,
+            quote.body.seam_attributes,
+        )
+    else:
+        level = pcs.sgx_level(tcb_info, platform.tcb_components, platform.pce_svn)
+        module = None
 
     status = pcs.converge(level.status, qe_level.status)
     advisories = list(level.advisories) + list(qe_level.advisories)

@@ -161,6 +161,10 @@ def parse_report(data: bytes) -> SnpReport:
         return int(struct.unpack_from("<Q", raw, offset)[0])
 
     version = u32(0x000)
+    if any(raw[0x330:REPORT_SIZE]):
+        raise MalformedEvidence(
+            "SEV-SNP report: the reserved bytes after the signature are not zero"
+        )
     if version < 2:
         raise MalformedEvidence(f"SEV-SNP report version {version} is not supported (2 or later)")
     return SnpReport(
