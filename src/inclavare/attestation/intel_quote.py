@@ -21,6 +21,7 @@ import struct
 from dataclasses import dataclass
 
 from inclavare.attestation.errors import MalformedEvidence
+from inclavare.attestation.verdict import Tee
 
 INTEL_QE_VENDOR_ID = bytes.fromhex("939a7233f79c4ca9940a0db3957f0607")
 
@@ -214,24 +215,37 @@ class Quote:
         return isinstance(self.body, TdReportBody)
 
     @property
-    def tee(self) -> str:
+    def tee(self) -> Tee:
         return "tdx" if self.is_tdx else "sgx"
 
 
+KNOWN_QE_VENDOR_IDS = (INTEL_QE_VENDOR_ID,)
+
+
 def looks_like_quote(data: bytes) -> bool:
-    """Whether `data` starts like a DCAP quote header (used to detect the evidence kind)."""
-    if len(data) < 8:
+    """Whether `data` starts like a DCAP quote: a known QE vendor id, or a known header."""
+    if len(data) < 4:
         return False
+    if data[12:28] in KNOWN_QE_VENDOR_IDS:
+        return True
     version, key_type = struct.unpack_from("<HH", data)
     if version == 3:
         return key_type in (ATTESTATION_KEY_ECDSA_P256, 3)
-    if version in (4, 5):
+    if version in (4, 5) and len(data) >= 8:
         tee_type = int.from_bytes(data[4:8], "little")
         return key_type in (ATTESTATION_KEY_ECDSA_P256, 3) and tee_type in (
             TEE_TYPE_SGX,
             TEE_TYPE_TDX,
         )
     return False
+
+
+def quote_tee(data: bytes) -> Tee:
+    """ "tdx" or "sgx", from the header alone (v3 quotes are always SGX)."""
+    version = int.from_bytes(data[0:2], "little")
+    if version != 3 and int.from_bytes(data[4:8], "little") == TEE_TYPE_TDX:
+        return "tdx"
+    return "sgx"
 
 
 def parse_quote(data: bytes) -> Quote:

@@ -32,7 +32,7 @@ from inclavare.attestation.certificate import (
 from inclavare.attestation.chain import check_validity
 from inclavare.attestation.errors import MalformedEvidence, VerificationFailed
 from inclavare.attestation.inputs import VerificationInputs
-from inclavare.attestation.intel_quote import looks_like_quote, parse_quote
+from inclavare.attestation.intel_quote import looks_like_quote, parse_quote, quote_tee
 from inclavare.attestation.verdict import Tee, Verdict
 
 OID_TCG_TAGGED_EVIDENCE = "2.23.133.5.4.9"
@@ -80,13 +80,10 @@ class TaggedEvidence:
 
 
 def looks_like_certificate(data: bytes) -> bool:
-    if b"-----BEGIN CERTIFICATE-----" in data[:4096]:
+    """PEM text (even with damaged armour) or a DER SEQUENCE."""
+    if data.lstrip().startswith(b"-") or b"-----BEGIN " in data or b"-----END " in data:
         return True
-    try:
-        tlv, end = der.read_tlv(data)
-    except MalformedEvidence:
-        return False
-    return tlv.tag == der.SEQUENCE and end == len(data.rstrip(b"\0")) and len(data) > 64
+    return len(data) > 64 and data[0] == der.SEQUENCE and data[1] in (0x81, 0x82, 0x83)
 
 
 def looks_like_tagged_evidence(data: bytes) -> bool:
@@ -95,31 +92,28 @@ def looks_like_tagged_evidence(data: bytes) -> bool:
 
 def guess_tee(data: bytes) -> Tee:
     """The TEE a certificate or tagged evidence most likely comes from, for failed verdicts."""
-    for prefix, tagged_tee in _TAG_PREFIXES.items():
-        if data.startswith(prefix):
-            return tagged_tee
+    if looks_like_tagged_evidence(data):
+        return _tagged_tee(data)
     try:
         certificate = parse_certificates(data)[0]
     except MalformedEvidence:
         return "sgx"
-    tee: Tee = "sgx"
     for extension in certificate.extensions:
+        if extension.oid == OID_TCG_TAGGED_EVIDENCE:
+            return _tagged_tee(extension.value)
         if extension.oid in (OID_NETSCAPE_COMMENT, OID_IAS_REPORT, OID_IAS_REPORT_MISENCODED):
-            tee = "epid"
-        elif extension.oid == OID_TCG_TAGGED_EVIDENCE:
-            for prefix, carried_tee in _TAG_PREFIXES.items():
-                if extension.value.startswith(prefix):
-                    tee = carried_tee
-            if extension.value.startswith(b"\xd9\xea\x60") and len(extension.value) > 16:
-                tee = _quote_tee(extension.value[8:])
-            return tee
-    return tee
-
-
-def _quote_tee(quote_start: bytes) -> Tee:
-    if len(quote_start) >= 8 and quote_start[0] in (4, 5) and quote_start[4] == 0x81:
-        return "tdx"
+            return "epid"
     return "sgx"
+
+
+def _tagged_tee(data: bytes) -> Tee:
+    try:
+        tagged = parse_tagged_evidence(data)
+    except MalformedEvidence:
+        return "snp" if data.startswith(b"\xda\x00\x1a\x75\x04") else "sgx"
+    if tagged.tag == TAG_SNP_REPORT:
+        return "snp"
+    return quote_tee(tagged.evidence) if len(tagged.evidence) >= 8 else "sgx"
 
 
 def parse_tagged_evidence(data: bytes) -> TaggedEvidence:

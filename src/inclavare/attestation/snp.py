@@ -135,8 +135,13 @@ class SnpReport:
 
 
 def looks_like_report(data: bytes) -> bool:
-    if len(data) < 0x38:
-        return False
+    """A report is 1184 bytes whose signature algorithm is 1 or whose signature tail is zero."""
+    if len(data) < REPORT_SIZE:
+        return len(data) >= 0x38 and _plausible_header(data)
+    return _plausible_header(data) or not any(data[0x330:REPORT_SIZE])
+
+
+def _plausible_header(data: bytes) -> bool:
     version = int.from_bytes(data[0:4], "little")
     algorithm = int.from_bytes(data[0x34:0x38], "little")
     return 2 <= version <= 0xFF and algorithm == SIGNATURE_ALGORITHM_ECDSA_P384_SHA384

@@ -19,22 +19,24 @@ from inclavare.attestation.verdict import Tee, Verdict
 
 
 def detect(evidence: bytes) -> tuple[Tee, str]:
-    """The TEE and the format name of `evidence`, judged from its first bytes."""
+    """The TEE and the format name of `evidence`, judged from its bytes.
+
+    Each format is recognised by more than one feature, so that evidence with one damaged
+    byte is still recognised (and then fails verification with a reason) rather than
+    reported as an unknown format.
+    """
     from inclavare.attestation import intel_quote, ratls, snp
 
     if intel_quote.looks_like_quote(evidence):
-        tee: Tee = (
-            "tdx" if int.from_bytes(evidence[4:8], "little") == 0x81 and evidence[0] != 3 else "sgx"
-        )
-        return tee, "quote"
-    if snp.looks_like_report(evidence):
-        return "snp", "snp-report"
-    if snp.looks_like_azure_hcl_report(evidence):
-        return "snp", "azure-hcl-report"
-    if ratls.looks_like_certificate(evidence):
-        return ratls.guess_tee(evidence), "certificate"
+        return intel_quote.quote_tee(evidence), "quote"
     if ratls.looks_like_tagged_evidence(evidence):
         return ratls.guess_tee(evidence), "tagged-evidence"
+    if ratls.looks_like_certificate(evidence):
+        return ratls.guess_tee(evidence), "certificate"
+    if snp.looks_like_azure_hcl_report(evidence):
+        return "snp", "azure-hcl-report"
+    if snp.looks_like_report(evidence):
+        return "snp", "snp-report"
     raise UnrecognisedEvidence(
         "the evidence is not a recognised format (SGX/TDX quote, SEV-SNP report, "
         "RA-TLS or EPID certificate)"
