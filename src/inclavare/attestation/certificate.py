@@ -169,7 +169,8 @@ def parse_certificates(data: bytes, strict: bool = False) -> list[Certificate]:
     around PEM blocks, so that no byte of the evidence goes unexamined.
     """
     data = bytes(data).rstrip(b"\x00")
-    if b"-----BEGIN" not in data:
+    if data[:1] == bytes([der.SEQUENCE]) or b"-----BEGIN" not in data:
+        # DER, even when a certificate holds PEM text (a quote's PCK chain) somewhere inside.
         return [Certificate.from_der(tlv.encoded) for tlv in der.iter_tlvs(data)]
     certificates = []
     position = 0

@@ -81,9 +81,9 @@ class TaggedEvidence:
 
 def looks_like_certificate(data: bytes) -> bool:
     """PEM text (even with damaged armour) or a DER SEQUENCE."""
-    if data.lstrip().startswith(b"-") or b"-----BEGIN " in data or b"-----END " in data:
+    if len(data) > 64 and data[0] == der.SEQUENCE and data[1] in (0x81, 0x82, 0x83):
         return True
-    return len(data) > 64 and data[0] == der.SEQUENCE and data[1] in (0x81, 0x82, 0x83)
+    return data.lstrip().startswith(b"-") or b"-----BEGIN " in data or b"-----END " in data
 
 
 def looks_like_tagged_evidence(data: bytes) -> bool:
@@ -160,16 +160,7 @@ def check_certificate(data: bytes, inputs: VerificationInputs) -> Verdict:
     certificates = parse_certificates(data)
     certificate = certificates[0]
     warnings: list[str] = []
-    if certificate.is_self_issued:
-        if not certificate.signature_verified_by(certificate.public_key()):
-            raise VerificationFailed(
-                f"the self-signature of certificate {certificate.common_name!r} does not verify"
-            )
-    else:
-        warnings.append(
-            f"certificate {certificate.common_name!r} is issued by {certificate.issuer}; "
-            "that signature was not checked"
-        )
+    _check_certificate_signature(certificate, certificates[1:], inputs, warnings)
     check_validity(certificate, inputs.at)
 
     from inclavare.attestation import epid
@@ -209,6 +200,45 @@ def check_certificate(data: bytes, inputs: VerificationInputs) -> Verdict:
         tcb_status=primary.tcb_status,
         chain=primary.chain,
         warnings=tuple(warnings),
+    )
+
+
+def _check_certificate_signature(
+    certificate: Certificate,
+    bundled: list[Certificate],
+    inputs: VerificationInputs,
+    warnings: list[str],
+) -> None:
+    """The certificate must be signed by its own key, or by an issuer given with it.
+
+    Only certificates carrying an attestation-service report are let through without: their
+    issuer is an enclave key published nowhere, and the report itself is signed by Intel.
+    """
+    if certificate.signature_verified_by(certificate.public_key()):
+        return
+    for issuer in [*bundled, *inputs.ca_certificates]:
+        if issuer.subject_der == certificate.issuer_der and certificate.signature_verified_by(
+            issuer.public_key()
+        ):
+            warnings.append(
+                f"certificate {certificate.common_name!r} is issued by {issuer.subject}"
+            )
+            return
+    if certificate.is_self_issued or not _carries_ias_report(certificate):
+        raise VerificationFailed(
+            f"the signature of certificate {certificate.common_name!r} does not verify with its "
+            "own key or with a given issuer's"
+        )
+    warnings.append(
+        f"certificate {certificate.common_name!r} is issued by {certificate.issuer}, "
+        "whose key is not given: its signature was not checked"
+    )
+
+
+def _carries_ias_report(certificate: Certificate) -> bool:
+    return any(
+        extension.oid in (OID_NETSCAPE_COMMENT, OID_IAS_REPORT, OID_IAS_REPORT_MISENCODED)
+        for extension in certificate.extensions
     )
 
 
