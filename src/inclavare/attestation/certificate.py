@@ -8,6 +8,7 @@ checks every signature, from the raw bytes this module extracts.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Sequence
@@ -99,8 +100,6 @@ class Certificate:
     serial: int
     issuer_der: bytes
     subject_der: bytes
-    subject: str
-    issuer: str
     not_before: datetime
     not_after: datetime
     spki: bytes
@@ -113,6 +112,14 @@ class Certificate:
         return _parse_certificate(bytes(data))
 
     @cached_property
+    def subject(self) -> str:
+        return format_name(self.subject_der)
+
+    @cached_property
+    def issuer(self) -> str:
+        return format_name(self.issuer_der)
+
+    @cached_property
     def spki_sha256(self) -> str:
         """SHA-256 of the DER SubjectPublicKeyInfo: how roots are pinned."""
         return hashlib.sha256(self.spki).hexdigest()
@@ -121,7 +128,7 @@ class Certificate:
     def fingerprint(self) -> str:
         return hashlib.sha256(self.der).hexdigest()
 
-    @property
+    @cached_property
     def common_name(self) -> str:
         return _common_name(self.subject_der) or self.subject
 
@@ -146,6 +153,10 @@ class Certificate:
         )
 
     def public_key(self) -> PublicKeyTypes:
+        return self._public_key
+
+    @cached_property
+    def _public_key(self) -> PublicKeyTypes:
         return load_public_key(self.spki)
 
     def signature_verified_by(self, issuer_key: PublicKeyTypes) -> bool:
@@ -168,10 +179,15 @@ def parse_certificates(data: bytes, strict: bool = False) -> list[Certificate]:
     Strict parsing (for certificates inside signed evidence) allows nothing but whitespace
     around PEM blocks, so that no byte of the evidence goes unexamined.
     """
-    data = bytes(data).rstrip(b"\x00")
+    return list(_parse_certificates(bytes(data), strict))
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_certificates(data: bytes, strict: bool) -> tuple[Certificate, ...]:
+    data = data.rstrip(b"\x00")
     if data[:1] == bytes([der.SEQUENCE]) or b"-----BEGIN" not in data:
         # DER, even when a certificate holds PEM text (a quote's PCK chain) somewhere inside.
-        return [Certificate.from_der(tlv.encoded) for tlv in der.iter_tlvs(data)]
+        return tuple(Certificate.from_der(tlv.encoded) for tlv in der.iter_tlvs(data))
     certificates = []
     position = 0
     for match in PEM_CERTIFICATE.finditer(data):
@@ -183,7 +199,7 @@ def parse_certificates(data: bytes, strict: bool = False) -> list[Certificate]:
         raise MalformedEvidence("unexpected text after the PEM certificates")
     if not certificates:
         raise MalformedEvidence("PEM text holds no certificate")
-    return certificates
+    return tuple(certificates)
 
 
 def _decode_base64(text: bytes) -> bytes:
@@ -201,6 +217,9 @@ def _decode_base64(text: bytes) -> bytes:
     return decoded
 
 
+# Certificates are immutable values, so one parse per distinct encoding is enough: a verifier
+# sees the same PCK and AMD certificates again with every quote or report from a platform.
+@functools.lru_cache(maxsize=1024)
 def _parse_certificate(data: bytes) -> Certificate:
     outer = der.parse_single(data, "certificate").expect(der.SEQUENCE, "certificate")
     parts = outer.children()
@@ -234,8 +253,6 @@ def _parse_certificate(data: bytes) -> Certificate:
         serial=serial,
         issuer_der=issuer.encoded,
         subject_der=subject.encoded,
-        subject=format_name(subject.encoded),
-        issuer=format_name(issuer.encoded),
         not_before=parse_time(validity[0]),
         not_after=parse_time(validity[1]),
         spki=spki.encoded,

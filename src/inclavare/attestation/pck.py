@@ -7,6 +7,7 @@ Intel's TCB info.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from inclavare.attestation import der
@@ -45,6 +46,7 @@ def pck_info(certificate: Certificate) -> PckInfo:
     return parse_sgx_extension(extension.value)
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_sgx_extension(value: bytes) -> PckInfo:
     fields = _oid_value_pairs(der.parse_single(value, "SGX extension"))
     tcb = fields.get(_TCB)

@@ -13,6 +13,7 @@ into components depends on the product: Turin added an FMC component and moved t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 from dataclasses import dataclass
@@ -225,6 +226,12 @@ class EndorsementKey:
 
 
 def endorsement_key_info(certificate: Certificate) -> EndorsementKey:
+    return _endorsement_key_info(certificate.der)
+
+
+@functools.lru_cache(maxsize=256)
+def _endorsement_key_info(certificate_der: bytes) -> EndorsementKey:
+    certificate = Certificate.from_der(certificate_der)
     levels = {}
     for name, oid in (
         ("boot_loader", OID_BOOT_LOADER_SPL),

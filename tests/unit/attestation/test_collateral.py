@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from inclavare.attestation import collateral as pcs
+from inclavare.attestation.certificate import parse_certificates
 from inclavare.attestation.errors import AttestationInputError, VerificationFailed
 from inclavare.attestation.intel_quote import TdReportBody, parse_quote
 from inclavare.attestation.pck import pck_info
-from inclavare.attestation.certificate import parse_certificates
 from inclavare.attestation.verifier import verify_evidence
 
 from .conftest import Vectors
@@ -189,7 +189,7 @@ def test_crls_are_read(vectors: Vectors) -> None:
 
 
 def test_unknown_collateral_file_is_an_input_error() -> None:
-    with pytest.raises(AttestationInputError, match="notes.txt"):
+    with pytest.raises(AttestationInputError, match=r"notes\.txt"):
         pcs.parse_collateral({"notes.txt": b"hello"})
     with pytest.raises(AttestationInputError):
         pcs.parse_collateral({"broken.json": b'{"tcbInfo": {"version": 3}'})

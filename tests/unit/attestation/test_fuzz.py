@@ -7,6 +7,7 @@ is a bug.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -35,7 +36,7 @@ FEW = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 
-PARSERS = {
+PARSERS: dict[str, Callable[[bytes], object]] = {
     "quote": intel_quote.parse_quote,
     "snp report": snp.parse_report,
     "certificates": parse_certificates,

@@ -22,50 +22,101 @@ INTEL_CHAIN = (
 
 TDX_EXPECTED = {
     "tdx/gotdxguest_quote_v4_SPR_E4.dat": {
-        "mr_td": "6363b8043668a3ad953278e10389574d326c6749fb78aa810ecd9336923db86f22fc00b8dcd404bc10d5e119d7215cbb",
-        "rtmr0": "2927da70461cd63266f43230cc1849c03ef25ebe490062a801d8fcc80af42976823adf08f833c1e50b51779c6593f32a",
-        "rtmr1": "2c700b8ba9b85783f8be9fb9443647bdc0bb3c50747f06297cc6538c25a5f589c4b56d035c59107c6bc5800db2cacb61",
-        "rtmr2": "8652f0caaba7e215ea442dc36a4499d8fec3362f3a0b2ca151cbe4b3e6466fe59c7368b3c2287fc7c3bf5c924eb4424e",
+        "mr_td": (
+            "6363b8043668a3ad953278e10389574d326c6749fb78aa810ecd9336923db86f"
+            "22fc00b8dcd404bc10d5e119d7215cbb"
+        ),
+        "rtmr0": (
+            "2927da70461cd63266f43230cc1849c03ef25ebe490062a801d8fcc80af42976"
+            "823adf08f833c1e50b51779c6593f32a"
+        ),
+        "rtmr1": (
+            "2c700b8ba9b85783f8be9fb9443647bdc0bb3c50747f06297cc6538c25a5f589"
+            "c4b56d035c59107c6bc5800db2cacb61"
+        ),
+        "rtmr2": (
+            "8652f0caaba7e215ea442dc36a4499d8fec3362f3a0b2ca151cbe4b3e6466fe5"
+            "9c7368b3c2287fc7c3bf5c924eb4424e"
+        ),
         "rtmr3": ZERO48,
         "tee_tcb_svn": "03000400000000000000000000000000",
-        "mr_seam": "2fd279c16164a93dd5bf373d834328d46008c2b693af9ebb865b08b2ced320c9a89b4869a9fab60fbe9d0c5a5363c656",
+        "mr_seam": (
+            "2fd279c16164a93dd5bf373d834328d46008c2b693af9ebb865b08b2ced320c9"
+            "a89b4869a9fab60fbe9d0c5a5363c656"
+        ),
         "td_attributes": "0000004000000000",
         "xfam": "e71a060000000000",
         "mr_config_id": ZERO48,
         "mr_owner": ZERO48,
-        "report_data": "6c62dec1b8191749a31dab490be532a35944dea47caef1f980863993d9899545eb7406a38d1eed313b987a467dacead6f0c87a6d766c66f6f29f8acb281f1113",
+        "report_data": (
+            "6c62dec1b8191749a31dab490be532a35944dea47caef1f980863993d9899545"
+            "eb7406a38d1eed313b987a467dacead6f0c87a6d766c66f6f29f8acb281f1113"
+        ),
         "debug": False,
         "fmspc": "50806f000000",
     },
     "tdx/gotdxguest_quote_v5_sample.dat": {
-        "mr_td": "7348651a34b2d2d3462822e3a750ec6110125f36757c78480bbfc69cc0d21fb001a1ced3ee19747dda8f750c3bc8f876",
-        "rtmr0": "5c8daf76063a71ac8fcef4067564661fc682ed7944c7a5d21dbbced02f61ceff4ba0678c6aef3bdae8cbc614cec24619",
-        "rtmr1": "463acaace1b6e97c76e92e41fe312aa66f3fd4dad60ec7acf169859db0343e3d1e591646795cdc80fbc0ca5f7041d253",
-        "rtmr2": "6369b9c9a3b791ebcbdc5a0bb9536cfb57f50df2b393b33c8b29616d3568baa61f4b59dc6092e31ea8764bcbdfc69f20",
+        "mr_td": (
+            "7348651a34b2d2d3462822e3a750ec6110125f36757c78480bbfc69cc0d21fb0"
+            "01a1ced3ee19747dda8f750c3bc8f876"
+        ),
+        "rtmr0": (
+            "5c8daf76063a71ac8fcef4067564661fc682ed7944c7a5d21dbbced02f61ceff"
+            "4ba0678c6aef3bdae8cbc614cec24619"
+        ),
+        "rtmr1": (
+            "463acaace1b6e97c76e92e41fe312aa66f3fd4dad60ec7acf169859db0343e3d"
+            "1e591646795cdc80fbc0ca5f7041d253"
+        ),
+        "rtmr2": (
+            "6369b9c9a3b791ebcbdc5a0bb9536cfb57f50df2b393b33c8b29616d3568baa6"
+            "1f4b59dc6092e31ea8764bcbdfc69f20"
+        ),
         "rtmr3": ZERO48,
         "tee_tcb_svn": "0b010400000000000000000000000000",
         "tee_tcb_svn2": "0d010400000000000000000000000000",
         "mr_service_td": ZERO48,
-        "mr_seam": "7bf063280e94fb051f5dd7b1fc59ce9aac42bb961df8d44b709c9b0ff87a7b4df648657ba6d1189589feab1d5a3c9a9d",
+        "mr_seam": (
+            "7bf063280e94fb051f5dd7b1fc59ce9aac42bb961df8d44b709c9b0ff87a7b4d"
+            "f648657ba6d1189589feab1d5a3c9a9d"
+        ),
         "td_attributes": "0000001000000000",
         "xfam": "e702060000000000",
-        "report_data": "945eaacf5abc1f719d8666a942fda03d1edcb4490277396093dc5a5289ab9f1e094aed63060cd4a4933a4dd537ed1255c9c79ecb3ed82cd1b486233e31c25c3a",
+        "report_data": (
+            "945eaacf5abc1f719d8666a942fda03d1edcb4490277396093dc5a5289ab9f1e"
+            "094aed63060cd4a4933a4dd537ed1255c9c79ecb3ed82cd1b486233e31c25c3a"
+        ),
         "debug": False,
         "fmspc": "90c06f000000",
     },
     "tdx/trustee_tdx_quote_4.dat": {
-        "mr_td": "705ee9381b8633a9fbe532b52345e8433343d2868959f57889d84ca377c395b689cac1599ccea1b7d420483a9ce5f031",
-        "rtmr0": "e940da7c2712d2790e2961e00484f4fa8e6f9eed71361655ae22699476b14f9e63867eb41edd4b480fef0c59f496b288",
-        "rtmr1": "559cfcf42716ed6c40a48a73d5acb7da255435012f0a9f00fbe8c1c57612ede486a5684c4c9ff3ddf52315fcdca3a596",
+        "mr_td": (
+            "705ee9381b8633a9fbe532b52345e8433343d2868959f57889d84ca377c395b6"
+            "89cac1599ccea1b7d420483a9ce5f031"
+        ),
+        "rtmr0": (
+            "e940da7c2712d2790e2961e00484f4fa8e6f9eed71361655ae22699476b14f9e"
+            "63867eb41edd4b480fef0c59f496b288"
+        ),
+        "rtmr1": (
+            "559cfcf42716ed6c40a48a73d5acb7da255435012f0a9f00fbe8c1c57612ede4"
+            "86a5684c4c9ff3ddf52315fcdca3a596"
+        ),
         "rtmr2": ZERO48,
         "rtmr3": ZERO48,
         "tee_tcb_svn": "03000500000000000000000000000000",
-        "mr_seam": "2fd279c16164a93dd5bf373d834328d46008c2b693af9ebb865b08b2ced320c9a89b4869a9fab60fbe9d0c5a5363c656",
+        "mr_seam": (
+            "2fd279c16164a93dd5bf373d834328d46008c2b693af9ebb865b08b2ced320c9"
+            "a89b4869a9fab60fbe9d0c5a5363c656"
+        ),
         "mr_signer_seam": ZERO48,
         "seam_attributes": "0000000000000000",
         "td_attributes": "0100001000000000",
         "xfam": "e742060000000000",
-        "report_data": "7c71fe2c86eff65a7cf8dbc22b3275689fd0464a267baced1bf94fc1324656aeb755da3d44d098c0c87382f3a5f85b45c8a28fee1d3bdb38342bf96671501429",
+        "report_data": (
+            "7c71fe2c86eff65a7cf8dbc22b3275689fd0464a267baced1bf94fc1324656ae"
+            "b755da3d44d098c0c87382f3a5f85b45c8a28fee1d3bdb38342bf96671501429"
+        ),
         "debug": True,
         "fmspc": "50806f000000",
     },

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from inclavare.attestation.chain import verify_chain
 from inclavare.attestation.errors import MissingInput
 from inclavare.attestation.snp import (
     SIGNED_SIZE,
@@ -12,7 +13,7 @@ from inclavare.attestation.snp import (
     parse_report,
 )
 from inclavare.attestation.trust import AMD_ARK_MILAN, AMD_ARK_TURIN, Authority, TrustStore
-from inclavare.attestation.chain import verify_chain
+from inclavare.attestation.verdict import Verdict
 from inclavare.attestation.verifier import verify_evidence
 
 from .conftest import Vectors, moment
@@ -20,10 +21,16 @@ from .conftest import Vectors, moment
 MILAN_CHAIN = "snp/amd_milan_ask_ark.pem"
 
 GOSEV_CLAIMS = {
-    "measurement": "b07af9620f3b839b47996422ddec6058338951d984e312115131ea82705eaf5b6bdf8a9ece31a5a608eb0cf2e4872b01",
+    "measurement": (
+        "b07af9620f3b839b47996422ddec6058338951d984e312115131ea82705eaf5b"
+        "6bdf8a9ece31a5a608eb0cf2e4872b01"
+    ),
     "report_data": "0102030405" + "00" * 59,
     "host_data": "00" * 32,
-    "chip_id": "3ac3fe21e13fb0990eb28a802e3fb6a29483a6b0753590c951bdd3b8e53786184ca39e359669a2b76a1936776b564ea464cdce40c05f63c9b610c5068b006b5d",
+    "chip_id": (
+        "3ac3fe21e13fb0990eb28a802e3fb6a29483a6b0753590c951bdd3b8e5378618"
+        "4ca39e359669a2b76a1936776b564ea464cdce40c05f63c9b610c5068b006b5d"
+    ),
     "policy": 0xB0000,
     "debug": True,
     "vmpl": 0,
@@ -36,9 +43,15 @@ GOSEV_CLAIMS = {
     "firmware": "1.49.3",
 }
 TRUSTEE_VCEK_CLAIMS = {
-    "measurement": "a1f3930413247bb38cfc171579ea3c12d5fe4901f0c792f63fd75d98f1ef827c23500644e0e692e6be917f9050d3d38c",
+    "measurement": (
+        "a1f3930413247bb38cfc171579ea3c12d5fe4901f0c792f63fd75d98f1ef827c"
+        "23500644e0e692e6be917f9050d3d38c"
+    ),
     "report_data": "ec6c52d7533cc2c4f45be7849cf112ab82b2009fe7bd43e71ed08c14400ad7e2" + "00" * 32,
-    "chip_id": "c38427a30d4c7af9d96f7a15b97269825a64cb76a2352ffd5d18115d89ad473f8e8c0bcd9a5d9286612bad4aadfb4426205a3b9e4fea82301135a170e477524e",
+    "chip_id": (
+        "c38427a30d4c7af9d96f7a15b97269825a64cb76a2352ffd5d18115d89ad473f"
+        "8e8c0bcd9a5d9286612bad4aadfb4426205a3b9e4fea82301135a170e477524e"
+    ),
     "policy": 0x3001F,
     "debug": False,
     "vmpl": 0,
@@ -50,8 +63,14 @@ TRUSTEE_VCEK_CLAIMS = {
     "firmware": "1.52.4",
 }
 TRUSTEE_VLEK_CLAIMS = {
-    "measurement": "8922ebbdd00ec2c541f36a6e7a82a8773a7accb451ed67bc94e740dbe92c93c4e8c9af857f5ceeb5a493df2a570d7bf0",
-    "report_data": "819770b7e6ea6df8dd8fd4dd146b073c0bf4f3ce5b0977ecac486e3a05ed1bd54e2a7ac1f5d1ca02e7d7d5ef9f73b8574fd9359e3a480d741a4478e8a7bc27ca",
+    "measurement": (
+        "8922ebbdd00ec2c541f36a6e7a82a8773a7accb451ed67bc94e740dbe92c93c4"
+        "e8c9af857f5ceeb5a493df2a570d7bf0"
+    ),
+    "report_data": (
+        "819770b7e6ea6df8dd8fd4dd146b073c0bf4f3ce5b0977ecac486e3a05ed1bd5"
+        "4e2a7ac1f5d1ca02e7d7d5ef9f73b8574fd9359e3a480d741a4478e8a7bc27ca"
+    ),
     "chip_id": "00" * 64,
     "policy": 0x30000,
     "vmpl": 1,
@@ -64,7 +83,7 @@ TRUSTEE_VLEK_CLAIMS = {
 }
 
 
-def _verify(vectors: Vectors, report: str, vek: str, chain: str, at: str | None = None):  # type: ignore[no-untyped-def]
+def _verify(vectors: Vectors, report: str, vek: str, chain: str, at: str | None = None) -> Verdict:
     return verify_evidence(vectors.read(report), vectors.inputs(at=at, vek=vek, ca=(chain,)))
 
 
