@@ -85,7 +85,9 @@ def check_quote(quote: Quote, inputs: VerificationInputs) -> Verdict:
             f"attestation key type {quote.attestation_key_type} is not supported "
             "(only 2, ECDSA P-256)"
         )
-    if quote.qe_vendor_id != INTEL_QE_VENDOR_ID:
+    if quote.is_simulated and not inputs.allow_simulated:
+        raise VerificationFailed("the quote comes from a simulated TEE, which is not allowed")
+    if quote.qe_vendor_id != INTEL_QE_VENDOR_ID and not quote.is_simulated:
         raise VerificationFailed(
             f"quote from an unknown quoting enclave vendor {quote.qe_vendor_id.hex()}"
         )
@@ -131,7 +133,7 @@ def check_quote(quote: Quote, inputs: VerificationInputs) -> Verdict:
         warnings.append(f"the {'trust domain' if quote.is_tdx else 'enclave'} is in debug mode")
     return Verdict(
         verified=True,
-        tee="tdx" if quote.is_tdx else "sgx",
+        tee=quote.tee,
         claims=claims,
         tcb_status=tcb_status,
         chain=chain.subjects,

@@ -312,3 +312,22 @@ def test_unrecognised_bytes_are_an_input_error() -> None:
         detect(b"this is not evidence")
     with pytest.raises(UnrecognisedEvidence):
         verify_evidence(b"", VerificationInputs(at=datetime.now(UTC)))
+
+
+def test_simulated_quotes_are_refused_unless_allowed(
+    vectors: Vectors, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hook for the simulated TEE: quotes of a simulated QE vendor are kind "sim"."""
+    from dataclasses import replace
+
+    from inclavare.attestation import intel_quote
+
+    monkeypatch.setattr(
+        intel_quote, "SIMULATED_QE_VENDOR_IDS", frozenset({intel_quote.INTEL_QE_VENDOR_ID})
+    )
+    evidence = vectors.read("sgx/trustee_occlum_sgx_quote_v3.dat")
+    refused = verify_evidence(evidence, vectors.inputs())
+    assert (refused.verified, refused.tee) == (False, "sim")
+    assert "simulated TEE" in str(refused.reason)
+    allowed = verify_evidence(evidence, replace(vectors.inputs(), allow_simulated=True))
+    assert (allowed.verified, allowed.tee) == (True, "sim")
