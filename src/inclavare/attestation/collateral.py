@@ -161,7 +161,8 @@ def parse_collateral(files: Mapping[str, bytes]) -> Collateral:
     identities: list[EnclaveIdentity] = []
     crls: list[RevocationList] = []
     certificates: list[Certificate] = []
-    for name, data in sorted(files.items()):
+    for name, served in sorted(files.items()):
+        data = _as_served_by_pcs(served)
         stripped = data.strip()
         try:
             if stripped.startswith(b"{"):
@@ -184,6 +185,23 @@ def parse_collateral(files: Mapping[str, bytes]) -> Collateral:
                 f"certificates: {error}"
             ) from None
     return Collateral(tuple(tcb_infos), tuple(identities), tuple(crls), tuple(certificates))
+
+
+def _as_served_by_pcs(data: bytes) -> bytes:
+    """Undo the encodings PCS uses around DER and PEM: URL-encoded issuer chains (as in its
+    HTTP headers) and hex-encoded CRLs."""
+    stripped = data.strip()
+    if b"BEGIN%20" in stripped or b"%2D%2D%2D%2D%2DBEGIN" in stripped:
+        from urllib.parse import unquote_to_bytes
+
+        return unquote_to_bytes(stripped)
+    if (
+        stripped
+        and len(stripped) % 2 == 0
+        and all(c in b"0123456789abcdefABCDEF" for c in stripped)
+    ):
+        return bytes.fromhex(stripped.decode("ascii"))
+    return data
 
 
 def _pem_body(data: bytes, label: str) -> bytes:

@@ -200,3 +200,18 @@ def test_qe_identity_mismatch_is_reported(vectors: Vectors) -> None:
     assert isinstance(identity, pcs.EnclaveIdentity)
     with pytest.raises(VerificationFailed, match="ISVPRODID"):
         pcs.qe_identity_level(identity, identity.mr_signer, 99, 0, bytes(16), 1)
+
+
+def test_collateral_in_the_encodings_pcs_serves(vectors: Vectors) -> None:
+    from urllib.parse import quote_from_bytes
+
+    crl = vectors.read("tdx/gotdxguest_pck_platform_crl.der")
+    chain = vectors.read("intel-roots/intel_tcb_signing_chain_from_gotdxguest.pem")
+    parsed = pcs.parse_collateral(
+        {"pck.crl": crl.hex().encode(), "chain.txt": quote_from_bytes(chain).encode()}
+    )
+    assert len(parsed.crls) == 1 and len(parsed.crls[0].revoked_serials) == 44
+    assert [cert.common_name for cert in parsed.certificates] == [
+        "Intel SGX TCB Signing",
+        "Intel SGX Root CA",
+    ]
