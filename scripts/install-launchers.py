@@ -18,6 +18,7 @@ from pathlib import Path
 # program name -> (module whose main() it runs, whether it skips the interpreter's shutdown)
 PROGRAMS = {
     "rune": ("inclavare.cli.rune", True),
+    "shelter": ("inclavare.cli.shelter", False),
 }
 
 
