@@ -112,7 +112,7 @@ def default_spec() -> dict[str, Any]:
 def make_rootless(spec: dict[str, Any], uid: int, gid: int) -> dict[str, Any]:
     """Adapt the default for a user without privileges, as `runc spec --rootless` does:
     a user namespace mapping root to the caller, no network namespace, /sys bound from the
-    host, no cgroup mount or resources, no uid=/gid= mount options."""
+    host, no cgroup resources, no uid=/gid= mount options."""
     linux = spec["linux"]
     linux["namespaces"] = [
         ns for ns in linux["namespaces"] if ns["type"] not in ("user", "network")
@@ -122,8 +122,6 @@ def make_rootless(spec: dict[str, Any], uid: int, gid: int) -> dict[str, Any]:
     linux.pop("resources", None)
     mounts = []
     for mount in spec["mounts"]:
-        if mount["destination"] == "/sys/fs/cgroup":
-            continue
         if mount["destination"] == "/sys":
             mount = {
                 "destination": "/sys",

@@ -23,28 +23,46 @@ if TYPE_CHECKING:
 _NOT_FORWARDED = ("SIGKILL", "SIGSTOP", "SIGCHLD", "SIGWINCH")
 
 
-def _forward_signals(pid: int) -> None:
-    import _signal
+class SignalForwarder:
+    """Catches the signals rune receives from the start of `run`, and passes them on to the
+    container's init once it runs (those that arrive earlier wait for it, as with runc)."""
 
-    def forward(signal_number: int, frame: object) -> None:
+    def __init__(self) -> None:
+        import _signal
+
+        self.pid = 0
+        self.pending: list[int] = []
+        skipped = {getattr(_signal, name) for name in _NOT_FORWARDED}
+        for signal_number in range(1, _signal.NSIG):
+            if signal_number in skipped:
+                continue
+            try:
+                _signal.signal(signal_number, self._received)
+            except (OSError, ValueError):
+                pass  # signals reserved by the C library (32, 33)
+
+    def _received(self, signal_number: int, frame: object) -> None:
+        if self.pid:
+            self._send(signal_number)
+        else:
+            self.pending.append(signal_number)
+
+    def _send(self, signal_number: int) -> None:
         try:
-            os.kill(pid, signal_number)
+            os.kill(self.pid, signal_number)
         except ProcessLookupError:
             pass
 
-    skipped = {getattr(_signal, name) for name in _NOT_FORWARDED}
-    for signal_number in range(1, _signal.NSIG):
-        if signal_number in skipped:
-            continue
-        try:
-            _signal.signal(signal_number, forward)
-        except (OSError, ValueError):
-            pass  # signals reserved by the C library (32, 33)
+    def forward_to(self, pid: int) -> None:
+        self.pid = pid
+        while self.pending:
+            self._send(self.pending.pop(0))
 
 
 def run_container(
     root: str, container_id: str, options: CreateOptions, detach: bool, keep: bool
 ) -> int:
+    forwarder = None if detach else SignalForwarder()
     bundle = os.path.abspath(options.bundle or os.getcwd())
     options.bundle = bundle
     spec = load_spec(bundle)
@@ -75,9 +93,9 @@ def run_container(
     except BaseException:
         destroy(container)
         raise
-    if detach:
+    if forwarder is None:
         return 0
-    _forward_signals(container.pid)
+    forwarder.forward_to(container.pid)
     code = _proxy_terminal(container, master) if master >= 0 else wait_for_exit(container)
     if not keep:
         delete_container(container, force=True)
