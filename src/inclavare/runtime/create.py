@@ -121,6 +121,24 @@ def _write_id_map(pid: int, name: str, mappings: list[IDMapping]) -> None:
         os.close(fd)
 
 
+def _host_id(container_id: int, mappings: list[IDMapping]) -> int:
+    for mapping in mappings:
+        if mapping.container_id <= container_id < mapping.container_id + mapping.size:
+            return mapping.host_id + container_id - mapping.container_id
+    return container_id if not mappings else -1
+
+
+def _make_exec_fifo(path: str, spec: Spec) -> None:
+    """The fifo the init opens for writing once it has become the container's user: owned
+    by that user (as seen from the host, through the id mappings) and writable by others."""
+    assert spec.process is not None
+    os.mkfifo(path, 0o622)
+    os.chmod(path, 0o622)  # the umask removed the write bits of group and others
+    uid = _host_id(spec.process.user.uid, spec.linux.uid_mappings)
+    gid = _host_id(spec.process.user.gid, spec.linux.gid_mappings)
+    os.chown(path, uid, gid)
+
+
 def _write_pid_file(path: str, pid: int) -> None:
     temporary = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}")
     with open(temporary, "w") as pid_file:
@@ -175,7 +193,7 @@ def _launch(container: Container, spec: Spec, options: CreateOptions, lock_fd: i
     record["cgroup_dirs"] = cgroup.missing_directories()
     record["cgroup_dirs_leaf"] = cgroup.directories
     container.save()
-    os.mkfifo(container.fifo_path, 0o622)
+    _make_exec_fifo(container.fifo_path, spec)
 
     plan = InitPlan(spec, container.id, container.bundle, record["rootfs"])
     plan.fifo_path = container.fifo_path

@@ -160,12 +160,19 @@ def _bring_loopback_up() -> None:
 
 
 def _restore_default_signals() -> None:
-    """Python handles SIGINT and ignores SIGPIPE and SIGXFSZ; the container's process must
-    start with the defaults (ignored signals would even survive execve)."""
+    """The container's process starts with every signal at its default disposition and none
+    blocked: Python ignores SIGPIPE and SIGXFSZ, rune's caller may have ignored others, and
+    an ignored signal stays ignored across execve."""
     import _signal
 
-    for signal_number in (_signal.SIGINT, _signal.SIGPIPE, _signal.SIGXFSZ):
-        _signal.signal(signal_number, _signal.SIG_DFL)
+    for signal_number in range(1, _signal.NSIG):
+        if signal_number in (_signal.SIGKILL, _signal.SIGSTOP):
+            continue
+        try:
+            _signal.signal(signal_number, _signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass  # numbers the C library reserves for itself
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
 
 
 def run_stage2(plan: InitPlan, channel: SyncChannel) -> None:
@@ -177,8 +184,12 @@ def run_stage2(plan: InitPlan, channel: SyncChannel) -> None:
         _fail(channel, error)
         os._exit(1)
     channel.close()
-    # Blocks until `start` opens the fifo for reading.
-    fifo = os.open(plan.fifo_path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        # Blocks until `start` opens the fifo for reading.
+        fifo = os.open(plan.fifo_path, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as error:  # nobody to tell but the container's own standard error
+        os.write(2, f"rune: container init cannot open exec.fifo: {error.strerror}\n".encode())
+        os._exit(1)
     try:
         from inclavare.runtime import hooks
 
@@ -236,6 +247,8 @@ def _prepare_container(plan: InitPlan, channel: SyncChannel) -> tuple[str, dict[
     # The fifo is reached through a descriptor opened before the host's root disappears.
     fifo_dir = os.open(os.path.dirname(plan.fifo_path), os.O_PATH | os.O_CLOEXEC)
     plan.fifo_path = f"/proc/self/fd/{fifo_dir}/{os.path.basename(plan.fifo_path)}"
+    assert spec.process is not None
+    rootfs.make_directory(plan.rootfs, spec.process.cwd)  # before / may become read-only
     _import_what_runs_inside(spec)
     rootfs.enter_rootfs(plan.rootfs, plan.no_pivot)
     if spec.process is not None and spec.process.terminal:
@@ -277,13 +290,6 @@ def _become_the_process(plan: InitPlan) -> tuple[str, dict[str, str]]:
 
     process = plan.spec.process
     assert process is not None
-    if not os.path.isdir(process.cwd):
-        try:
-            os.makedirs(process.cwd, 0o755)
-        except OSError as error:
-            raise OSError(
-                error.errno, f"create working directory {process.cwd}: {error.strerror}"
-            ) from None
     env = proc.environment(process)
     # Fail at create, not at start, when the program is missing.
     proc.look_path(process.args[0], env, process.cwd)
@@ -305,7 +311,10 @@ def _become_the_process(plan: InitPlan) -> tuple[str, dict[str, str]]:
     proc.drop_bounding_set(process.capabilities)
     proc.switch_user(process)
     proc.set_capabilities(process.capabilities)
-    os.chdir(process.cwd)
+    try:
+        os.chdir(process.cwd)
+    except OSError as error:
+        raise OSError(error.errno, f"working directory {process.cwd}: {error.strerror}") from None
     program = proc.look_path(process.args[0], env, process.cwd)
     if process.no_new_privileges:
         proc.set_no_new_privileges()

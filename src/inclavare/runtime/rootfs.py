@@ -303,6 +303,15 @@ def prepare_rootfs(
         raise RootfsError(f"create devices: {error.strerror}") from None
 
 
+def make_directory(rootfs: str, path: str) -> None:
+    """Create path (and its parents) inside the rootfs, as the working directory may need."""
+    target = secure_join(rootfs, path)
+    try:
+        os.makedirs(target, 0o755, exist_ok=True)
+    except OSError as error:
+        raise RootfsError(f"create directory {path}: {error.strerror}") from None
+
+
 def enter_rootfs(rootfs: str, no_pivot: bool) -> None:
     """Make rootfs the process's "/" and detach the host's root from the mount namespace."""
     try:

@@ -113,7 +113,7 @@ def _proxy_terminal(container: Container, master: int) -> int:
     saved = None
     if os.isatty(0):
         saved = termios.tcgetattr(0)
-        tty.setraw(0)
+        tty.setraw(0, termios.TCSANOW)  # TCSAFLUSH would discard what was already typed
         copy_size(0, master)
     reading = [0, master]
     try:
