@@ -67,16 +67,28 @@ def loads(text: str | bytes) -> Any:
         raise ValueError("empty document")
     try:
         value, pos = _scan(text, pos)
-    except StopIteration as stop:
-        raise ValueError(f"expecting a value at character {stop.value}") from None
-    except ValueError as error:  # json.JSONDecodeError carries line and column
-        raise ValueError(str(error)) from None
     except RecursionError:
         raise ValueError("nested too deeply") from None
+    except (StopIteration, ValueError, SystemError):
+        # The C scanner reports errors through json.decoder, which is not imported here:
+        # let the standard module explain (malformed input is the rare, slow path).
+        _explain(text)
+        raise ValueError("malformed JSON") from None
     pos = _skip_whitespace(text, pos)
     if pos != len(text):
         raise ValueError(f"extra data at character {pos}")
     return value
+
+
+def _explain(text: str) -> None:
+    import json
+
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{error.msg} at line {error.lineno} column {error.colno}") from None
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def dumps(value: Any, indent: str | None = None) -> str:

@@ -65,7 +65,7 @@ def test_create_start_state_delete(rune: Rune, bundle: Bundle, leaks: LeakCheck)
     leaks.assert_clean(container_id)
     missing = rune("state", container_id, check=False)
     assert missing.returncode == 1
-    assert f'container \\"{container_id}\\" does not exist' in missing.stderr
+    assert f'container \\"{container_id}\\" does not exist' in missing.stderr  # text log: quoted
 
 
 @pytest.mark.parametrize(

@@ -2,9 +2,9 @@
 
 They are implemented by the small C extension `_syscalls` (built by `make`), not ctypes:
 rune is executed several times per container and importing ctypes would be a noticeable part
-of its start-up. Every call raises `OSError` whose message names the operation and its
-operand, so that a failure deep in container set-up reads "mount /proc: Operation not
-permitted" rather than a bare errno.
+of its start-up. Every call raises `OSError` as `os` functions do: errno, its message, and as `filename`
+what failed ("mount /proc", "unshare"), so that a caller can add its own context to the
+plain reason and an uncaught failure still names the operation.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ except ImportError as error:  # pragma: no cover - a source tree where `make` wa
 
 
 def _failed(error: OSError, operation: str) -> OSError:
-    return OSError(error.errno, f"{operation}: {os.strerror(error.errno or 0)}")
+    return OSError(error.errno, os.strerror(error.errno or 0), operation)
 
 
 def mount(
