@@ -1,10 +1,10 @@
 """The Linux system calls Python's `os` module does not offer.
 
 They are implemented by the small C extension `_syscalls` (built by `make`), not ctypes:
-rune is executed several times per container and importing ctypes would be a noticeable part
-of its start-up. Every call raises `OSError` as `os` functions do: errno, its message, and as `filename`
-what failed ("mount /proc", "unshare"), so that a caller can add its own context to the
-plain reason and an uncaught failure still names the operation.
+rune is executed several times per container and importing ctypes would be a noticeable
+part of its start-up. Every call raises `OSError` as `os` functions do: errno, its message,
+and as `filename` what failed ("mount /proc", "unshare"), so that a caller can add its own
+context to the plain reason and an uncaught failure still names the operation.
 """
 
 from __future__ import annotations
