@@ -1,0 +1,124 @@
+"""The demo `make demo` runs: an ordinary container's whole lifecycle with rune.
+
+Builds a tiny bundle from busybox-static in a temporary directory, then creates, inspects,
+starts and deletes a container with the installed `rune`, as containerd would drive it,
+and finally runs one in the foreground. Everything it makes is removed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RUNE = shutil.which("rune") or "/usr/local/bin/rune"
+BUSYBOX = "/bin/busybox"
+
+
+class Steps:
+    def __init__(self) -> None:
+        self.number = 0
+
+    def step(self, title: str, why: str) -> None:
+        self.number += 1
+        print(f"\n{self.number}. {title}\n   ({why})")
+
+
+def show(command: list[str], expected: int = 0) -> subprocess.CompletedProcess[str]:
+    shown = " ".join(command).replace(RUNE, "rune")
+    print(f"   $ {shown}")
+    started = time.perf_counter()
+    result = subprocess.run(command, text=True, capture_output=True, stdin=subprocess.DEVNULL)
+    elapsed = (time.perf_counter() - started) * 1000
+    for line in (result.stdout + result.stderr).splitlines():
+        print(f"     {line}")
+    print(f"     [exit {result.returncode}, {elapsed:.0f} ms]")
+    if result.returncode != expected:
+        raise SystemExit(f"demo: {shown} exited {result.returncode}, not {expected}")
+    return result
+
+
+def build_bundle(directory: Path) -> Path:
+    bundle = directory / "bundle"
+    rootfs = bundle / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    shutil.copy2(BUSYBOX, rootfs / "bin" / "busybox")
+    for applet in ("sh", "echo", "hostname", "id", "ls", "cat", "sleep", "ps"):
+        (rootfs / "bin" / applet).symlink_to("busybox")
+    subprocess.run([RUNE, "spec", "--bundle", str(bundle)], check=True)
+    config_path = bundle / "config.json"
+    config = json.loads(config_path.read_text())
+    config["process"]["terminal"] = False
+    config["process"]["args"] = [
+        "sh",
+        "-c",
+        "echo hello from a rune container; echo hostname: $(hostname);"
+        " echo I am pid $$ as uid $(id -u); ls /",
+    ]
+    config["hostname"] = "demo"
+    config_path.write_text(json.dumps(config, indent=2))
+    return bundle
+
+
+def main() -> int:
+    if os.geteuid() != 0:
+        print("demo: run as root (containers need namespaces and cgroups)", file=sys.stderr)
+        return 2
+    steps = Steps()
+    with tempfile.TemporaryDirectory(prefix="rune-demo-") as temporary:
+        directory = Path(temporary)
+        root = directory / "state"
+        rune = [RUNE, "--root", str(root)]
+        container_id = "demo"
+        steps.step(
+            "Build a bundle: busybox-static and the config.json `rune spec` writes",
+            "the same OCI bundle runc would run",
+        )
+        bundle = build_bundle(directory)
+        print(f"   bundle: {bundle}")
+        output = directory / "container-output"
+        steps.step(
+            "rune create: namespaces, cgroup, mounts and devices are set up",
+            "the program does not run yet: the init waits for `start`",
+        )
+        with open(output, "w") as sink:
+            print(f"   $ rune create --bundle {bundle} {container_id}")
+            subprocess.run(
+                [*rune, "create", "--bundle", str(bundle), container_id],
+                check=True,
+                stdout=sink,
+                stderr=sink,
+                stdin=subprocess.DEVNULL,
+            )
+        steps.step("rune state: the OCI state document", "status is `created`")
+        show([*rune, "state", container_id])
+        steps.step("rune start: the program runs", "its output went to the container's stdout")
+        show([*rune, "start", container_id])
+        time.sleep(0.3)
+        for line in output.read_text().splitlines():
+            print(f"     | {line}")
+        steps.step("rune list", "the container has exited: status `stopped`")
+        show([*rune, "list"])
+        steps.step("rune delete", "its cgroup and state are removed")
+        show([*rune, "delete", container_id])
+        show([*rune, "list", "--format", "json"])
+        steps.step(
+            "rune run: create, start, wait and delete in one command",
+            "the container's exit code becomes rune's",
+        )
+        config_path = bundle / "config.json"
+        config = json.loads(config_path.read_text())
+        config["process"]["args"] = ["sh", "-c", "echo exiting with 3; exit 3"]
+        config_path.write_text(json.dumps(config))
+        show([*rune, "run", "--bundle", str(bundle), "demo-run"], expected=3)
+    print("\nDone: every container, cgroup and file of the demo has been removed.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
