@@ -97,6 +97,11 @@ def test_session_keyring(rune: Rune, bundle: Bundle, leaks: LeakCheck) -> None:
     assert container_id in keys  # the new session keyring is named after the container
 
 
+def ignore_usr2_and_block_usr1() -> None:
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
+
+
 def test_signals_start_with_their_default_dispositions(
     rune: Rune, bundle: Bundle, leaks: LeakCheck
 ) -> None:
@@ -108,7 +113,7 @@ def test_signals_start_with_their_default_dispositions(
         check=True,
         stdin=subprocess.DEVNULL,
         # rune's caller ignoring a signal must not make the container ignore it
-        preexec_fn=lambda: signal.signal(signal.SIGUSR2, signal.SIG_IGN),
+        preexec_fn=ignore_usr2_and_block_usr1,
     ).stdout
     assert int(status_field(status, "SigIgn"), 16) == 0
     assert int(status_field(status, "SigBlk"), 16) == 0

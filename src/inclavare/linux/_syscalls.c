@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <linux/capability.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -175,6 +176,33 @@ static PyObject *py_join_session_keyring(PyObject *self, PyObject *args)
     return PyLong_FromLong(serial);
 }
 
+/*
+ * Every signal back to its default disposition and none blocked, with the raw system calls:
+ * the C library refuses to touch the two real-time signals it reserves for itself, and a
+ * disposition of "ignored" inherited from rune's caller would survive execve.
+ */
+struct kernel_sigaction {
+    void *handler;
+    unsigned long flags;
+    void *restorer;
+    unsigned long mask;
+};
+
+static PyObject *py_reset_signals(PyObject *self, PyObject *args)
+{
+    struct kernel_sigaction default_action = {0};
+    unsigned long empty = 0;
+    for (int number = 1; number <= 64; number++) {
+        if (number == SIGKILL || number == SIGSTOP)
+            continue;
+        if (syscall(SYS_rt_sigaction, number, &default_action, NULL, sizeof(unsigned long)) < 0)
+            return fail();
+    }
+    if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &empty, NULL, sizeof(unsigned long)) < 0)
+        return fail();
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"mount", py_mount, METH_VARARGS, "mount(source, target, fstype, flags, data)"},
     {"umount2", py_umount2, METH_VARARGS, "umount2(target, flags)"},
@@ -185,6 +213,8 @@ static PyMethodDef methods[] = {
     {"setdomainname", py_setdomainname, METH_VARARGS, "setdomainname(name)"},
     {"prctl", py_prctl, METH_VARARGS, "prctl(option, arg2=0, arg3=0) -> int"},
     {"capset", py_capset, METH_VARARGS, "capset(effective, permitted, inheritable)"},
+    {"reset_signals", py_reset_signals, METH_NOARGS,
+     "reset_signals(): every signal to its default disposition, none blocked"},
     {"join_session_keyring", py_join_session_keyring, METH_VARARGS,
      "join_session_keyring(name) -> serial of the new session keyring"},
     {NULL, NULL, 0, NULL},

@@ -98,3 +98,11 @@ def join_session_keyring(name: str) -> None:
         _syscalls.join_session_keyring(name)
     except OSError as error:
         raise _failed(error, "join session keyring") from None
+
+
+def reset_signals() -> None:
+    """Every signal to its default disposition, none blocked (for a process about to exec)."""
+    try:
+        _syscalls.reset_signals()
+    except OSError as error:
+        raise _failed(error, "reset signal dispositions") from None

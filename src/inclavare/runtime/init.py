@@ -159,26 +159,12 @@ def _bring_loopback_up() -> None:
         sock.close()
 
 
-def _restore_default_signals() -> None:
-    """The container's process starts with every signal at its default disposition and none
-    blocked: Python ignores SIGPIPE and SIGXFSZ, rune's caller may have ignored others, and
-    an ignored signal stays ignored across execve."""
-    import _signal
-
-    for signal_number in range(1, _signal.NSIG):
-        if signal_number in (_signal.SIGKILL, _signal.SIGSTOP):
-            continue
-        try:
-            _signal.signal(signal_number, _signal.SIG_DFL)
-        except (OSError, ValueError):
-            pass  # numbers the C library reserves for itself
-    _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
-
-
 def run_stage2(plan: InitPlan, channel: SyncChannel) -> None:
     """The container's init process. Never returns."""
     try:
-        _restore_default_signals()
+        # Python ignores SIGPIPE and SIGXFSZ and rune's caller may have ignored others; an
+        # ignored signal stays ignored across execve.
+        syscalls.reset_signals()
         program, env = _prepare_container(plan, channel)
     except BaseException as error:
         _fail(channel, error)
