@@ -239,3 +239,18 @@ def test_debug_still_gives_one_line_for_user_errors(
     result = rune("--debug", "run", "-b", str(bundle.path), leaks.new_id(), check=False)
     assert result.returncode == 1
     assert_one_line_error(result.stderr, "does not exist")
+
+
+def test_fields_this_host_cannot_honour_are_warnings(
+    rune: Rune, bundle: Bundle, leaks: LeakCheck
+) -> None:
+    bundle.config["process"]["apparmorProfile"] = "docker-default"
+    bundle.config["process"]["selinuxLabel"] = "system_u:system_r:container_t:s0"
+    bundle.set_args("echo", "ran").write()
+    result = rune("run", "-b", str(bundle.path), leaks.new_id())
+    assert result.stdout == "ran\n"
+    warnings = result.stderr.strip().splitlines()
+    assert len(warnings) == 2
+    assert all("level=warning" in line for line in warnings)
+    assert "AppArmor is not supported" in warnings[0]
+    assert "SELinux is not supported" in warnings[1]
