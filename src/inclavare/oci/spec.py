@@ -452,6 +452,11 @@ class Spec:
                     raise SpecError("linux.sysctl", f"invalid name {key!r}")
 
 
+def parse_process(raw: object, where: str = "process") -> Process:
+    """A runtime-spec process object on its own (as `exec --process` reads it)."""
+    return Process(_Object(raw, where))
+
+
 def parse_spec(text: str | bytes) -> Spec:
     """Parse config.json text into a checked Spec; SpecError names the problem."""
     from inclavare import lightjson

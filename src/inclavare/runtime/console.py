@@ -65,18 +65,21 @@ def receive_fd(socket_fd: int) -> int:
     raise OSError("no file descriptor received on the console socket")
 
 
-def setup_container_terminal(socket_fd: int, size: tuple[int | None, int | None] | None) -> None:
-    """Inside the container, after pivot_root: open the pty, hand its master out, and make
-    the slave this process's controlling terminal and standard streams."""
+def setup_container_terminal(
+    socket_fd: int, size: tuple[int | None, int | None] | None, bind_console: bool
+) -> None:
+    """Inside the container's mount namespace: open the pty, hand its master out, and make
+    the slave this process's controlling terminal and standard streams. The init's terminal
+    is also the container's /dev/console (bind_console), as on a real system."""
     master, slave = os.openpty()
     name = os.ttyname(slave)
     if size is not None and size[0] and size[1]:
         set_size(master, size[0], size[1])
-    # /dev/console is the container's terminal too, as on a real system.
-    console = "/dev/console"
-    if not os.path.exists(console):
-        os.close(os.open(console, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
-    syscalls.mount(name, console, None, MS_BIND, None)
+    if bind_console:
+        console = "/dev/console"
+        if not os.path.exists(console):
+            os.close(os.open(console, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+        syscalls.mount(name, console, None, MS_BIND, None)
     send_fd(socket_fd, master, name)
     os.close(master)
     os.close(socket_fd)

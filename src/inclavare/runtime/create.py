@@ -139,7 +139,7 @@ def _make_exec_fifo(path: str, spec: Spec) -> None:
     os.chown(path, uid, gid)
 
 
-def _write_pid_file(path: str, pid: int) -> None:
+def write_pid_file(path: str, pid: int) -> None:
     temporary = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}")
     with open(temporary, "w") as pid_file:
         pid_file.write(str(pid))
@@ -180,7 +180,7 @@ def create_container(
         try:
             _launch(container, spec, options, lock.fd)
             if options.pid_file:
-                _write_pid_file(options.pid_file, container.pid)
+                write_pid_file(options.pid_file, container.pid)
         except BaseException:
             abandon(container)
             raise

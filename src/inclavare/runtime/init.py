@@ -240,7 +240,9 @@ def _prepare_container(plan: InitPlan, channel: SyncChannel) -> tuple[str, dict[
     if spec.process is not None and spec.process.terminal:
         from inclavare.runtime.console import setup_container_terminal
 
-        setup_container_terminal(plan.console_socket_fd, spec.process.console_size)
+        setup_container_terminal(
+            plan.console_socket_fd, spec.process.console_size, bind_console=True
+        )
     if spec.hostname:
         syscalls.sethostname(spec.hostname)
     if spec.domainname:
@@ -271,37 +273,13 @@ def _import_what_runs_inside(spec: Spec) -> None:
 def _become_the_process(plan: InitPlan) -> tuple[str, dict[str, str]]:
     """Take on the process's limits, identity and capabilities, as runc does before waiting
     for `start`; return the program to execute and its environment."""
-    from inclavare.linux.proc import close_fds_from, set_oom_score_adj
-    from inclavare.runtime import process as proc
+    from inclavare.runtime.process import become
 
     process = plan.spec.process
     assert process is not None
-    env = proc.environment(process)
-    # Fail at create, not at start, when the program is missing.
-    proc.look_path(process.args[0], env, process.cwd)
-    if plan.keyring:
-        syscalls.join_session_keyring(plan.container_id)
-    if process.oom_score_adj is not None:
-        set_oom_score_adj("self", process.oom_score_adj)
-    proc.apply_rlimits(process.rlimits)
-    passed = plan.listen_fds + plan.preserve_fds
-    if plan.listen_fds:
-        env = [e for e in env if not e.startswith(("LISTEN_FDS=", "LISTEN_PID="))]
-        env += [f"LISTEN_FDS={plan.listen_fds}", "LISTEN_PID=1"]
-    close_fds_from(3 + passed)
-    for fd in range(3, 3 + passed):
-        try:
-            os.set_inheritable(fd, True)
-        except OSError:
-            raise OSError(9, f"preserved file descriptor {fd} is not open") from None
-    proc.drop_bounding_set(process.capabilities)
-    proc.switch_user(process)
-    proc.set_capabilities(process.capabilities)
-    try:
-        os.chdir(process.cwd)
-    except OSError as error:
-        raise OSError(error.errno, f"working directory {process.cwd}: {error.strerror}") from None
-    program = proc.look_path(process.args[0], env, process.cwd)
-    if process.no_new_privileges:
-        proc.set_no_new_privileges()
-    return program, dict(entry.split("=", 1) for entry in env)
+    return become(
+        process,
+        keyring=plan.container_id if plan.keyring else None,
+        preserve_fds=plan.preserve_fds,
+        listen_fds=plan.listen_fds,
+    )

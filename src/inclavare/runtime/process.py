@@ -134,3 +134,41 @@ def set_capabilities(capabilities: Capabilities | None) -> None:
 
 def set_no_new_privileges() -> None:
     syscalls.prctl(PR_SET_NO_NEW_PRIVS, 1, what="set no_new_privs")
+
+
+def become(
+    process: Process, keyring: str | None, preserve_fds: int = 0, listen_fds: int = 0
+) -> tuple[str, dict[str, str]]:
+    """Take on the process's session keyring (a new one named `keyring`, unless None),
+    oom_score_adj, limits, descriptors, identity, capabilities and working directory, in
+    the kernel's order; return the program to execute and its environment."""
+    from inclavare.linux.proc import close_fds_from, set_oom_score_adj
+
+    env = environment(process)
+    look_path(process.args[0], env, process.cwd)  # before anything irreversible
+    if keyring is not None:
+        syscalls.join_session_keyring(keyring)
+    if process.oom_score_adj is not None:
+        set_oom_score_adj("self", process.oom_score_adj)
+    apply_rlimits(process.rlimits)
+    passed = listen_fds + preserve_fds
+    if listen_fds:
+        env = [e for e in env if not e.startswith(("LISTEN_FDS=", "LISTEN_PID="))]
+        env += [f"LISTEN_FDS={listen_fds}", "LISTEN_PID=1"]
+    close_fds_from(3 + passed)
+    for fd in range(3, 3 + passed):
+        try:
+            os.set_inheritable(fd, True)
+        except OSError:
+            raise OSError(9, f"preserved file descriptor {fd} is not open") from None
+    drop_bounding_set(process.capabilities)
+    switch_user(process)
+    set_capabilities(process.capabilities)
+    try:
+        os.chdir(process.cwd)
+    except OSError as error:
+        raise OSError(error.errno, f"working directory {process.cwd}: {error.strerror}") from None
+    program = look_path(process.args[0], env, process.cwd)
+    if process.no_new_privileges:
+        set_no_new_privileges()
+    return program, dict(entry.split("=", 1) for entry in env)

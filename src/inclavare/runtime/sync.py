@@ -41,7 +41,12 @@ class SyncChannel:
 
     def send(self, kind: str, **fields: Any) -> None:
         fields["type"] = kind
-        os.write(self.fd, lightjson.dumps(fields).encode())
+        try:
+            os.write(self.fd, lightjson.dumps(fields).encode())
+        except (BrokenPipeError, ConnectionResetError):
+            # The peer is gone; it may have said why before leaving.
+            self.receive()
+            raise ContainerSetupError("container process exited during set-up") from None
 
     def receive(self, expected: str | None = None) -> dict[str, Any]:
         """The next message; ContainerSetupError if the peer reported an error or went away."""

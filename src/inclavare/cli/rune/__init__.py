@@ -25,8 +25,10 @@ DEFAULT_ROOT = "/run/rune"
 COMMANDS = {
     "create": "create a container",
     "delete": "delete any resources held by the container, often used with detached containers",
+    "exec": "execute new process inside the container",
     "kill": "kill sends the specified signal (default: SIGTERM) to the container's init process",
     "list": "lists containers started by rune with the given root",
+    "ps": "ps displays the processes running inside a container",
     "run": "create and run a container",
     "spec": "create a new specification file",
     "start": "executes the user defined process in a created container",
