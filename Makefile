@@ -4,7 +4,8 @@ PYTHON ?= /usr/bin/python3
 VENV := $(CURDIR)/.venv
 PREFIX ?= /usr/local
 # Debian packages used by the programs, the tests and the demos.
-APT_PACKAGES := python3-venv python3-dev gcc make runc busybox-static iproute2 procps util-linux
+APT_PACKAGES := python3-venv python3-dev gcc make runc busybox-static iproute2 procps util-linux \
+	containerd docker.io podman conmon
 
 EXT_SUFFIX = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 SYSCALLS_EXT := src/inclavare/linux/_syscalls$(EXT_SUFFIX)

@@ -1,0 +1,108 @@
+"""dockerd and podman, with rune as the runtime."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.conftest import Dockerd, Podman
+
+pytestmark = pytest.mark.daemon
+
+
+def test_docker_run_exec_stop_rm(dockerd: Dockerd, image_archive: tuple[object, str]) -> None:
+    image = image_archive[1]
+    once = dockerd.docker(
+        "run",
+        "--rm",
+        "--runtime",
+        "rune",
+        "--network",
+        "none",
+        image,
+        "sh",
+        "-c",
+        "echo hello from docker; exit 3",
+        check=False,
+    )
+    assert once.returncode == 3, once.stderr
+    assert once.stdout == "hello from docker\n"
+
+    dockerd.docker(
+        "run",
+        "-d",
+        "--name",
+        "long",
+        "--runtime",
+        "rune",
+        "--network",
+        "none",
+        image,
+        "sleep",
+        "300",
+    )
+    inspected = dockerd.docker("inspect", "--format", "{{.HostConfig.Runtime}}", "long").stdout
+    assert inspected.strip() == "rune"
+    executed = dockerd.docker("exec", "long", "sh", "-c", "echo inside; exit 4", check=False)
+    assert (executed.returncode, executed.stdout) == (4, "inside\n")
+    as_user = dockerd.docker("exec", "--user", "1000", "long", "id", "-u").stdout
+    assert as_user.strip() == "1000"
+    top = dockerd.docker("top", "long").stdout.splitlines()
+    assert len(top) == 2 and top[1].split()[-2:] == ["sleep", "300"]
+    dockerd.docker("stop", "--time", "1", "long")
+    state = dockerd.docker("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", "long")
+    assert state.stdout.split() == ["exited", "137"]
+    dockerd.docker("rm", "long")
+    assert dockerd.docker("ps", "-aq").stdout.strip() == ""
+
+
+def test_docker_reports_runtime_errors(dockerd: Dockerd, image_archive: tuple[object, str]) -> None:
+    failed = dockerd.docker(
+        "run",
+        "--rm",
+        "--runtime",
+        "rune",
+        "--network",
+        "none",
+        image_archive[1],
+        "no-such-program",
+        check=False,
+    )
+    assert failed.returncode != 0
+    assert "executable file not found in $PATH" in failed.stderr
+
+
+def test_podman_run_exec_stop_rm(podman: Podman, image_archive: tuple[object, str]) -> None:
+    image = image_archive[1]
+    once = podman.podman(
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        *Podman.LIMITS,
+        image,
+        "sh",
+        "-c",
+        "echo hello from podman; exit 3",
+        check=False,
+    )
+    assert once.returncode == 3, once.stderr
+    assert once.stdout == "hello from podman\n"
+
+    podman.podman(
+        "run", "-d", "--name", "long", "--network", "none", *Podman.LIMITS, image, "sleep", "300"
+    )
+    executed = podman.podman("exec", "long", "sh", "-c", "echo inside; exit 4", check=False)
+    assert (executed.returncode, executed.stdout) == (4, "inside\n")
+    assert podman.podman("exec", "--user", "1000", "long", "id", "-u").stdout.strip() == "1000"
+    podman.podman("stop", "--time", "1", "long")
+    status = podman.podman("inspect", "--format", "{{.State.Status}}", "long").stdout
+    assert status.strip() == "exited"
+    podman.podman("rm", "long")
+    assert podman.podman("ps", "-aq").stdout.strip() == ""
+
+
+def test_podman_with_a_terminal(podman: Podman, image_archive: tuple[object, str]) -> None:
+    result = podman.podman(
+        "run", "--rm", "-t", "--network", "none", *Podman.LIMITS, image_archive[1], "tty"
+    )
+    assert result.stdout.strip().startswith("/dev/pts/")
