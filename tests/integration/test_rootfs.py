@@ -228,3 +228,19 @@ def test_no_pivot(rune: Rune, bundle: Bundle, leaks: LeakCheck) -> None:
 def test_cwd_is_created(rune: Rune, bundle: Bundle, leaks: LeakCheck) -> None:
     bundle.config["process"]["cwd"] = "/work/dir"
     assert run_output(rune, bundle, leaks, "pwd").strip() == "/work/dir"
+
+
+@pytest.mark.parametrize(
+    ("propagation", "tag"),
+    [("shared", "shared:"), ("unbindable", "unbindable"), ("private", None), ("slave", None)],
+)
+def test_root_propagation(
+    rune: Rune, bundle: Bundle, leaks: LeakCheck, propagation: str, tag: str | None
+) -> None:
+    bundle.config["linux"]["rootfsPropagation"] = propagation
+    line = run_output(rune, bundle, leaks, "awk '$5 == \"/\"' /proc/self/mountinfo").strip()
+    optional = line.split(" - ")[0].split()[6:]
+    if tag is None:
+        assert not any(field.startswith(("shared:", "unbindable")) for field in optional)
+    else:
+        assert any(field.startswith(tag) for field in optional), line

@@ -446,10 +446,43 @@ class Spec:
             time = linux.namespace("time")
             if time is None or time.path:
                 raise SpecError("linux.timeOffsets", "a new time namespace is required")
-        if linux.sysctl:
-            for key in linux.sysctl:
-                if "/" in key or ".." in key.split("."):
-                    raise SpecError("linux.sysctl", f"invalid name {key!r}")
+        for key in linux.sysctl:
+            if "/" in key or ".." in key.split("."):
+                raise SpecError("linux.sysctl", f"invalid name {key!r}")
+            namespace = _sysctl_namespace(key)
+            if namespace is None:
+                raise SpecError(
+                    "linux.sysctl", f"{key} is not namespaced: it would change the host"
+                )
+            own = linux.namespace(namespace)
+            if own is None or own.path and namespace != "network":
+                raise SpecError(
+                    "linux.sysctl", f"{key} needs a new {namespace} namespace for the container"
+                )
+
+
+# The sysctls the kernel keeps per namespace: (prefix or name, namespace type).
+_NAMESPACED_SYSCTLS = (
+    ("kernel.msgmax", "ipc"),
+    ("kernel.msgmnb", "ipc"),
+    ("kernel.msgmni", "ipc"),
+    ("kernel.sem", "ipc"),
+    ("kernel.shmall", "ipc"),
+    ("kernel.shmmax", "ipc"),
+    ("kernel.shmmni", "ipc"),
+    ("kernel.shm_rmid_forced", "ipc"),
+    ("fs.mqueue.", "ipc"),
+    ("net.", "network"),
+    ("kernel.hostname", "uts"),
+    ("kernel.domainname", "uts"),
+)
+
+
+def _sysctl_namespace(key: str) -> str | None:
+    for name, namespace in _NAMESPACED_SYSCTLS:
+        if key == name or (name.endswith(".") and key.startswith(name)):
+            return namespace
+    return None
 
 
 def parse_process(raw: object, where: str = "process") -> Process:

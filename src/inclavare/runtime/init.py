@@ -252,6 +252,7 @@ def _prepare_container(plan: InitPlan, channel: SyncChannel) -> tuple[str, dict[
     rootfs.mask_paths(spec.linux.masked_paths)
     if spec.root.readonly:
         rootfs.make_root_readonly()
+    rootfs.finish_root_propagation(spec)
     program, env = _become_the_process(plan)
     plan.started_state = states.get()["started"]
     channel.send("ready")

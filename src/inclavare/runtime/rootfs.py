@@ -283,9 +283,12 @@ def prepare_rootfs(
     `wait_for_cgroup` is called before the first cgroup filesystem is mounted: rune creates
     the container's cgroup while this runs, and the mount shows it."""
     propagation = spec.linux.rootfs_propagation or "slave"
+    # An unbindable tree cannot be bind-mounted: the root becomes unbindable once entered
+    # (see finish_root_propagation); until then it is a slave like the default.
+    initial = "slave" if propagation == "unbindable" else propagation
     try:
         # Stop mounts from propagating back to the host (or apply the spec's choice).
-        syscalls.mount(None, "/", None, PROPAGATION_OPTIONS[propagation] | MS_REC, None)
+        syscalls.mount(None, "/", None, PROPAGATION_OPTIONS[initial] | MS_REC, None)
         # pivot_root refuses a new root whose parent mount is shared.
         parent = _parent_mount(rootfs)
         if propagation == "shared":
@@ -310,6 +313,18 @@ def make_directory(rootfs: str, path: str) -> None:
         os.makedirs(target, 0o755, exist_ok=True)
     except OSError as error:
         raise RootfsError(f"create directory {path}: {error.strerror}") from None
+
+
+def finish_root_propagation(spec: Spec) -> None:
+    """Give the container's root the rootfsPropagation asked for, once it is entered and
+    every bind mount is made (an unbindable tree cannot be bound, and the bind mount of the
+    rootfs was made from a private parent, which pivot_root requires)."""
+    propagation = spec.linux.rootfs_propagation
+    if propagation in ("shared", "unbindable"):
+        try:
+            syscalls.mount(None, "/", None, PROPAGATION_OPTIONS[propagation] | MS_REC, None)
+        except OSError as error:
+            raise RootfsError(f"make the root {propagation}: {error.strerror}") from None
 
 
 def enter_rootfs(rootfs: str, no_pivot: bool) -> None:

@@ -107,6 +107,21 @@ def test_unknown_properties_are_ignored() -> None:
         ({"linux__rootfsPropagation": "sideways"}, "unknown propagation 'sideways'"),
         ({"linux__sysctl": {"net.ipv4.ip_forward": 1}}, r"sysctl.net.ipv4.ip_forward: must be"),
         ({"linux__sysctl": {"../etc": "1"}}, "linux.sysctl: invalid name"),
+        (
+            {"linux__sysctl": {"kernel.panic": "1"}},
+            "kernel.panic is not namespaced: it would change the host",
+        ),
+        (
+            {"linux__sysctl": {"vm.overcommit_memory": "1"}},
+            "vm.overcommit_memory is not namespaced",
+        ),
+        (
+            {
+                "linux__sysctl": {"net.ipv4.ip_forward": "1"},
+                "linux__namespaces": [{"type": "mount"}],
+            },
+            "net.ipv4.ip_forward needs a new network namespace",
+        ),
         ({"linux__devices": [{"path": "/dev/x", "type": "z"}]}, "unknown device type 'z'"),
         ({"linux__devices": [{"path": "/dev/x", "type": "c"}]}, r"devices\[0\].major: required"),
         (
