@@ -455,7 +455,7 @@ class Spec:
                     "linux.sysctl", f"{key} is not namespaced: it would change the host"
                 )
             own = linux.namespace(namespace)
-            if own is None or own.path and namespace != "network":
+            if own is None or (own.path and namespace != "network"):
                 raise SpecError(
                     "linux.sysctl", f"{key} needs a new {namespace} namespace for the container"
                 )

@@ -119,6 +119,7 @@ def test_unknown_properties_are_ignored() -> None:
             {
                 "linux__sysctl": {"net.ipv4.ip_forward": "1"},
                 "linux__namespaces": [{"type": "mount"}],
+                "hostname": None,
             },
             "net.ipv4.ip_forward needs a new network namespace",
         ),
