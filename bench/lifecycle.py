@@ -21,18 +21,20 @@ import tempfile
 import time
 
 
-def make_bundle(directory: str, runc: str) -> str:
+def make_bundle(directory: str, runc: str, args: list[str] | None = None) -> str:
+    """A bundle with busybox's true and sleep, running `args` (default: true)."""
     bundle = os.path.join(directory, "bundle")
     bindir = os.path.join(bundle, "rootfs", "bin")
     os.makedirs(bindir)
     shutil.copy2("/bin/busybox", os.path.join(bindir, "busybox"))
-    os.symlink("busybox", os.path.join(bindir, "true"))
+    for applet in ("true", "sleep"):
+        os.symlink("busybox", os.path.join(bindir, applet))
     subprocess.run([runc, "spec", "--bundle", bundle], check=True)
     config_path = os.path.join(bundle, "config.json")
     with open(config_path) as config_file:
         config = json.load(config_file)
     config["process"]["terminal"] = False
-    config["process"]["args"] = ["true"]
+    config["process"]["args"] = args or ["true"]
     with open(config_path, "w") as config_file:
         json.dump(config, config_file)
     return bundle

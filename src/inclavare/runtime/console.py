@@ -10,7 +10,6 @@ terminal's name, as runc does. Whoever listens on that socket (containerd's shim
 from __future__ import annotations
 
 import _socket
-import array
 import fcntl
 import os
 import struct
@@ -46,7 +45,7 @@ def copy_size(source_fd: int, target_fd: int) -> None:
 def send_fd(socket_fd: int, fd: int, name: str) -> None:
     sock = _socket.socket(fileno=socket_fd)
     try:
-        ancillary = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", [fd]).tobytes())]
+        ancillary = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("i", fd))]
         sock.sendmsg([name.encode()], ancillary)
     finally:
         sock.detach()
@@ -55,13 +54,13 @@ def send_fd(socket_fd: int, fd: int, name: str) -> None:
 def receive_fd(socket_fd: int) -> int:
     sock = _socket.socket(fileno=socket_fd)
     try:
-        size = array.array("i").itemsize
+        size = struct.calcsize("i")
         _, ancillary, _, _ = sock.recvmsg(4096, _socket.CMSG_SPACE(size))
     finally:
         sock.detach()
     for level, kind, data in ancillary:
         if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-            return int(array.array("i", data[:size])[0])
+            return int(struct.unpack("i", data[:size])[0])
     raise OSError("no file descriptor received on the console socket")
 
 

@@ -128,9 +128,11 @@ def start_process(container: Container, process: Process, options: ExecOptions) 
     # Once in the container's mount namespace, the host's Python library is out of reach:
     # import now what the children use.
     import inclavare.linux.proc
-    import inclavare.runtime.console
     import inclavare.runtime.init
-    import inclavare.runtime.process  # noqa: F401
+    import inclavare.runtime.process
+
+    if process.terminal:
+        import inclavare.runtime.console  # noqa: F401
 
     syscalls.prctl(PR_SET_CHILD_SUBREAPER, 1, what="become a subreaper")
     ours, theirs = SyncChannel.pair()
@@ -141,6 +143,9 @@ def start_process(container: Container, process: Process, options: ExecOptions) 
     theirs.close()
     pid = 0
     try:
+        # Joining a cgroup may wait for the kernel (see cgroups.prime_migration): the child
+        # joins the namespaces meanwhile.
+        _join_cgroup(container, child)
         message = ours.receive("child")
         os.waitpid(child, 0)
         pid = int(message["pid"])
@@ -172,8 +177,8 @@ def _join_cgroup(container: Container, pid: int) -> None:
         try:
             with open(os.path.join(directory, "cgroup.procs"), "w") as procs:
                 procs.write(str(pid))
-        except FileNotFoundError:
-            continue
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a hierarchy gone, or a first child that has already exited
         except OSError as error:
             raise CgroupError(f"join cgroup {directory}: {error.strerror}") from None
 

@@ -60,8 +60,7 @@ def _read_process_file(path: str) -> dict[str, Any]:
 
 def build_process(container: Container, options: Options, command: list[str]) -> Process:
     """The process to run: --process, or the container's process with the flags applied."""
-    import copy
-
+    from inclavare import lightjson
     from inclavare.errors import InclavareError
     from inclavare.oci.spec import SpecError, parse_process
 
@@ -71,7 +70,7 @@ def build_process(container: Container, options: Options, command: list[str]) ->
     else:
         if not command:
             raise UsageError('"exec" requires a command (or --process FILE)')
-        raw = copy.deepcopy(container.config.get("process") or {})
+        raw = lightjson.loads(lightjson.dumps(container.config.get("process") or {}))
         raw["args"] = command
         raw["terminal"] = options.tty
         raw.pop("consoleSize", None)
@@ -148,6 +147,9 @@ def _resolve_user(container: Container, text: str) -> dict[str, int]:
 
 
 def run(context: Context, options: Options, args: list[str]) -> int:
+    from inclavare.cgroups import prime_migration
+
+    prime_migration()
     from inclavare import log
     from inclavare.errors import InclavareError
     from inclavare.runtime.container import Container
