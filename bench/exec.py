@@ -15,9 +15,9 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lifecycle import make_bundle  # noqa: E402
+from bench.lifecycle import make_bundle  # noqa: E402
 
 
 def main() -> int:
