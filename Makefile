@@ -65,6 +65,9 @@ demo: install
 
 bench: install
 	$(VENV)/bin/python bench/lifecycle.py
+	$(VENV)/bin/python bench/exec.py
+	$(VENV)/bin/python bench/containerd.py
+	$(VENV)/bin/python bench/verify.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache $(SYSCALLS_EXT)

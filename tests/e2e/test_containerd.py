@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Containerd
+from tests.e2e.daemons import Containerd
 
 pytestmark = pytest.mark.daemon
 
