@@ -71,6 +71,30 @@ def resolve_in_root(root: str | os.PathLike[str], path: str) -> Path:
     return root_path.joinpath(*resolved)
 
 
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def find_entrypoint(
+    root: str | os.PathLike[str], program: str, env: Iterable[str] = (), cwd: str = "/"
+) -> str:
+    """The path inside `root` of the program process.args[0] names, searched in PATH."""
+    if not program:
+        raise TrustedFileError("the container has no program to run (process.args is empty)")
+    if "/" in program:
+        return normalise_path(program if program.startswith("/") else f"{cwd}/{program}")
+    search = DEFAULT_PATH
+    for entry in env:
+        if entry.startswith("PATH="):
+            search = entry[5:]
+    for directory in search.split(":"):
+        if not directory.startswith("/"):
+            continue
+        candidate = normalise_path(f"{directory}/{program}")
+        if resolve_in_root(root, candidate).is_file():
+            return candidate
+    raise TrustedFileMissing(f"the program {program!r} is not found in PATH {search}")
+
+
 def hash_file(host_path: str | os.PathLike[str], shown_as: str) -> bytes:
     """SHA-256 of a regular file's content."""
     try:
@@ -119,6 +143,8 @@ def _files_below(root: str | os.PathLike[str], directory: str) -> list[str]:
         raise TrustedFileError(f"cannot list {directory}: {error.strerror}") from None
     for entry in entries:
         path = f"{directory.rstrip('/')}/{entry.name}"
+        if path == "/" + SIGNATURE_PATH:
+            continue  # the signature is not part of what it signs
         if entry.is_dir(follow_symlinks=False):
             found.extend(_files_below(root, path))
         elif entry.is_file(follow_symlinks=False) or (

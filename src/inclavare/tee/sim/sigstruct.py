@@ -218,8 +218,8 @@ def sign_enclave(
 
     try:
         key = serialization.load_pem_private_key(key_pem, password=None)
-    except (ValueError, TypeError) as error:
-        raise SignatureInvalid(f"the signing key is not a PEM private key ({error})") from None
+    except (ValueError, TypeError):
+        raise SignatureInvalid("the signing key is not an unencrypted PEM private key") from None
     if not isinstance(key, rsa.RSAPrivateKey):
         raise SignatureInvalid("the signing key is not an RSA key (SGX signs with RSA-3072, e=3)")
     numbers = key.public_key().public_numbers()
