@@ -82,6 +82,8 @@ static int parse_args(const char *args)
 {
 	const char *cursor = args ? args : "";
 
+	debugging = 0;
+	failing = crashing = ENTRY_NONE;
 	while (*cursor) {
 		const char *end = strchrnul(cursor, ',');
 		size_t length = (size_t)(end - cursor);
