@@ -80,8 +80,10 @@ class TrustedFile:
 def check_path(path: str) -> str:
     """`path` if it is a normalised absolute path ("/usr/bin/app"), else an error."""
     encoded = _utf8(path, "trusted file path")
-    if not path.startswith("/") or path == "/":
+    if not path.startswith("/"):
         raise MalformedStructure(f"trusted file path {path!r} must be absolute")
+    if path == "/":
+        raise MalformedStructure("a trusted file path must name a file, not /")
     if len(encoded) > MAX_PATH:
         raise MalformedStructure(f"trusted file path is longer than {MAX_PATH} bytes")
     parts = path[1:].split("/")
@@ -93,7 +95,9 @@ def check_path(path: str) -> str:
 
 
 def normalise_path(path: str) -> str:
-    """An absolute, normalised form of `path` inside the root file system ('..' stops at /)."""
+    """An absolute, normalised form of `path` inside the root file system ('..' stops at /).
+
+    The root itself comes out as "/"."""
     parts: list[str] = []
     for part in path.split("/"):
         if part in ("", "."):
@@ -103,7 +107,7 @@ def normalise_path(path: str) -> str:
                 parts.pop()
             continue
         parts.append(part)
-    return check_path("/" + "/".join(parts))
+    return check_path("/" + "/".join(parts)) if parts else "/"
 
 
 @dataclass(frozen=True)

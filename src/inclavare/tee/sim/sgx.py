@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from inclavare.attestation.intel_quote import SgxReportBody
 from inclavare.tee.sim.errors import MalformedStructure
+
+if TYPE_CHECKING:
+    from inclavare.attestation.intel_quote import SgxReportBody
 
 REPORT_BODY_SIZE = 384
 REPORT_SIZE = 432
@@ -170,6 +173,8 @@ class Report:
 
     @classmethod
     def parse(cls, raw: bytes) -> Report:
+        from inclavare.attestation.intel_quote import SgxReportBody
+
         raw = bytes(raw)
         if len(raw) != REPORT_SIZE:
             raise MalformedStructure(f"a report must be {REPORT_SIZE} bytes, got {len(raw)}")
