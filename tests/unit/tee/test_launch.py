@@ -126,6 +126,12 @@ def test_an_unsigned_enclave_is_signed_at_launch_as_debug(rootfs: Path) -> None:
     assert "throwaway key" in enclave.describe()
 
 
+def test_a_named_signature_must_exist(rootfs: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "elsewhere.sig"
+    with pytest.raises(LaunchRefused, match=f"the signature {missing} is missing"):
+        launch_enclave(LaunchRequest(str(rootfs), NATIVE, "/bin/app", signature_path=str(missing)))
+
+
 def test_an_unsigned_enclave_without_its_entrypoint_is_refused(rootfs: Path) -> None:
     with pytest.raises(LaunchRefused, match="trusted file /bin/none is missing"):
         launch_enclave(request(rootfs, entrypoint="/bin/none"))

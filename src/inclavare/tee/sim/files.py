@@ -197,12 +197,15 @@ class LaunchRequest:
 def launch_enclave(request: LaunchRequest) -> LaunchedEnclave:
     """Measure the enclave in the container and run the launch check.
 
-    A signed enclave (a signature file in the root file system) is launched only if its
-    signature holds and every trusted file is as signed. An unsigned one is measured now
-    (its entrypoint and `trusted` paths) and signed with a throwaway key, as a debug enclave.
+    A signed enclave (a signature file in the root file system, or the one the request
+    names) is launched only if its signature holds and every trusted file is as signed. An
+    enclave without one is measured now (its entrypoint and `trusted` paths) and signed with
+    a throwaway key, as a debug enclave.
     """
     signature_path = request.signature_path or os.path.join(request.rootfs, SIGNATURE_PATH)
     signature = read_signature(signature_path)
+    if signature is None and request.signature_path is not None:
+        raise LaunchRefused(f"enclave launch refused: the signature {signature_path} is missing")
     entrypoint = normalise_path(request.entrypoint)
     try:
         if signature is None:
