@@ -206,14 +206,19 @@ static int place_stdio(const struct pal_stdio_fds *stdio)
 	return 0;
 }
 
+/* The payload starts with default dispositions and nothing blocked, whatever its caller set. */
 static void reset_signals(void)
 {
-	sigset_t all;
+	struct sigaction default_action;
+	sigset_t none;
 
+	memset(&default_action, 0, sizeof(default_action));
+	default_action.sa_handler = SIG_DFL;
+	sigemptyset(&default_action.sa_mask);
 	for (int sig = 1; sig < NSIG; sig++)
-		signal(sig, SIG_DFL);
-	sigemptyset(&all);
-	sigprocmask(SIG_SETMASK, &all, NULL);
+		sigaction(sig, &default_action, NULL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
 int skeleton_create_process(const char *path, char *const argv[], char *const env[],

@@ -103,6 +103,18 @@ def test_the_payload_gets_its_argv_env_and_stdio(pal: Pal, pipes: Pipes) -> None
     assert exit_code == 7
 
 
+def test_the_payload_starts_with_default_signal_dispositions(pal: Pal, pipes: Pipes) -> None:
+    """Python ignores SIGPIPE; the payload must not inherit that."""
+    assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN
+    pid = pal.create_process(
+        SHELL, ["sh", "-c", "grep SigIgn /proc/$$/status"], [], pipes.child_ends
+    )
+    os.close(pipes.stdin[1])
+    assert pal.exec(pid) == 0
+    pipes.close_child_ends()
+    assert pipes.read(pipes.stdout).split() == ["SigIgn:", "0000000000000000"]
+
+
 def test_kill_reaches_the_payload(pal: Pal) -> None:
     if pal.api_version == 1:
         # Version 1 runs the payload inside pal_exec; its pal_kill(sig, 0) signals it.
