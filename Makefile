@@ -4,24 +4,39 @@ PYTHON ?= /usr/bin/python3
 VENV := $(CURDIR)/.venv
 PREFIX ?= /usr/local
 # Debian packages used by the programs, the tests and the demos.
-APT_PACKAGES := python3-venv python3-dev gcc make runc busybox-static iproute2 procps util-linux \
-	containerd docker.io podman conmon
+APT_PACKAGES := python3-venv python3-dev gcc make libssl-dev runc busybox-static iproute2 procps \
+	util-linux containerd docker.io podman conmon
 
 EXT_SUFFIX = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 SYSCALLS_EXT := src/inclavare/linux/_syscalls$(EXT_SUFFIX)
+SKELETON := pal/skeleton
+SKELETON_PALS := $(SKELETON)/liberpal-skeleton-v1.so $(SKELETON)/liberpal-skeleton-v2.so \
+	$(SKELETON)/liberpal-skeleton-v3.so
+SKELETON_SOURCES := $(SKELETON)/skeleton.c $(SKELETON)/skeleton.h $(SKELETON)/report.c
+PAL_CFLAGS := -O2 -Wall -Wextra -Werror -shared -fPIC -fvisibility=hidden -pthread
 
-.PHONY: all install apt venv build programs lint test test-unit test-integration test-e2e demo bench clean
+.PHONY: all install apt venv build pal programs lint test test-unit test-integration test-e2e demo bench clean
 
 all: install
 
 install: apt venv build programs
 
-# The C extension with the system calls Python's os module lacks (see linux/syscalls.py).
-build: $(SYSCALLS_EXT)
+# The C extension with the system calls Python's os module lacks (see linux/syscalls.py),
+# and the sample enclave runtime of the PAL ABI.
+build: $(SYSCALLS_EXT) pal
 
 $(SYSCALLS_EXT): src/inclavare/linux/_syscalls.c
 	gcc -O2 -Wall -Wextra -Wno-unused-parameter -Werror -shared -fPIC \
 		$$($(PYTHON)-config --includes) -o $@ $<
+
+# The skeleton PAL, one shared object per ABI version; version 3 makes sim local reports.
+pal: $(SKELETON_PALS)
+
+$(SKELETON)/liberpal-skeleton-v1.so $(SKELETON)/liberpal-skeleton-v2.so: $(SKELETON)/liberpal-skeleton-v%.so: $(SKELETON_SOURCES)
+	gcc $(PAL_CFLAGS) -DPAL_VERSION=$* -o $@ $(SKELETON)/skeleton.c
+
+$(SKELETON)/liberpal-skeleton-v3.so: $(SKELETON_SOURCES)
+	gcc $(PAL_CFLAGS) -DPAL_VERSION=3 -o $@ $(SKELETON)/skeleton.c $(SKELETON)/report.c -lcrypto
 
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -70,4 +85,5 @@ bench: install
 	$(VENV)/bin/python bench/verify.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache $(SYSCALLS_EXT)
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache $(SYSCALLS_EXT) \
+		$(SKELETON_PALS)

@@ -19,6 +19,7 @@ from pathlib import Path
 PROGRAMS = {
     "rune": ("inclavare.cli.rune", True),
     "shelter": ("inclavare.cli.shelter", False),
+    "enclave-sign": ("inclavare.cli.enclave_sign", False),
 }
 
 

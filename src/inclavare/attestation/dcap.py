@@ -33,6 +33,8 @@ from inclavare.attestation.intel_quote import (
     CERT_PCK_CERT_CHAIN,
     CERT_PCK_CLEARTEXT,
     INTEL_QE_VENDOR_ID,
+    SIM_QE_ISV_PROD_ID,
+    SIM_QE_MR_SIGNER,
     Quote,
     SgxReportBody,
     TdReportBody,
@@ -76,6 +78,12 @@ INTEL_TD_QE = QuotingEnclave(
     2,
 )
 
+SIM_QE = QuotingEnclave("the simulated TEE's QE", "QE", SIM_QE_MR_SIGNER, SIM_QE_ISV_PROD_ID)
+
+SIMULATED_WARNING = (
+    "simulated TEE: the evidence proves no confidentiality or integrity against the host's root"
+)
+
 
 def check_quote(quote: Quote, inputs: VerificationInputs) -> Verdict:
     """Verify `quote` completely; raise `VerificationFailed` naming the first failed check."""
@@ -91,6 +99,8 @@ def check_quote(quote: Quote, inputs: VerificationInputs) -> Verdict:
         raise VerificationFailed(
             f"quote from an unknown quoting enclave vendor {quote.qe_vendor_id.hex()}"
         )
+    if quote.is_simulated:
+        warnings.append(SIMULATED_WARNING)
     if quote.trailing_bytes:
         warnings.append(f"{quote.trailing_bytes} bytes after the quote are not signed; ignored")
 
@@ -116,6 +126,8 @@ def check_quote(quote: Quote, inputs: VerificationInputs) -> Verdict:
     platform = pck_info(pck_leaf)
 
     quoting_enclave = INTEL_TD_QE if quote.is_tdx else INTEL_SGX_QE
+    if quote.is_simulated:
+        quoting_enclave = SIM_QE
     if qe_report.debug:
         raise VerificationFailed("the quoting enclave is a debug enclave")
     if inputs.collateral is None:

@@ -225,9 +225,14 @@ class Quote:
         return "tdx" if self.is_tdx else "sgx"
 
 
-# Quoting enclaves of the simulated TEE: same byte format, their own vendor id, a per-host
-# root. Their quotes are verified like any other, then refused unless simulation is allowed.
-SIMULATED_QE_VENDOR_IDS: frozenset[bytes] = frozenset()
+# The quoting enclave of the simulated TEE (`inclavare.tee.sim`): same byte format, its own
+# vendor id (the ASCII text "INCLAVARE-SIM-QE"), a per-host root. Its quotes are verified like
+# any other, then refused unless simulation is allowed.
+SIM_QE_VENDOR_ID = b"INCLAVARE-SIM-QE"
+# Identity of that quoting enclave: MRSIGNER = SHA-256("inclavare-sim quoting enclave signer").
+SIM_QE_MR_SIGNER = bytes.fromhex("53ba7eee8f94446ff3cdd6acf075eb8816bf938811a3e41c1b70c4c405b8a04b")
+SIM_QE_ISV_PROD_ID = 1
+SIMULATED_QE_VENDOR_IDS: frozenset[bytes] = frozenset({SIM_QE_VENDOR_ID})
 
 KNOWN_QE_VENDOR_IDS = frozenset({INTEL_QE_VENDOR_ID}) | SIMULATED_QE_VENDOR_IDS
 

@@ -91,6 +91,12 @@ class Policy:
     def allow_simulated(self) -> bool:
         return bool(self.rules_for("sim").get("allow_simulated", False))
 
+    def allowing_simulated(self) -> Policy:
+        """This policy, with simulated evidence accepted (an explicit choice of the caller)."""
+        per_tee = dict(self.per_tee)
+        per_tee["sim"] = {**per_tee.get("sim", {}), "allow_simulated": True}
+        return Policy(self.common, per_tee)
+
     def apply(self, verdict: Verdict) -> Verdict:
         """The verdict, rejected with a reason if it breaks a rule (verified verdicts only)."""
         if not verdict.verified:

@@ -2,6 +2,7 @@
 
     shelter verify EVIDENCE [--json] [--pck-chain FILE] [--vcek FILE] [--ca-chain FILE]
                             [--roots FILE] [--at RFC3339] [--collateral DIR] [--policy FILE]
+                            [--allow-sim]
 
 Exit codes: 0 the evidence verified (and satisfies the policy), 1 it did not, 2 usage error or
 unreadable input. Errors are reported as one line on standard error.
@@ -86,6 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--policy", metavar="FILE", help="policy of reference values (TOML or JSON)"
     )
+    verify.add_argument(
+        "--allow-sim",
+        action="store_true",
+        help=(
+            "accept evidence from the simulated TEE (sim), which gives no protection against "
+            "the host's root; its per-host root must still be given with --roots"
+        ),
+    )
     verify.set_defaults(run=run_verify)
     return parser
 
@@ -113,8 +122,10 @@ def run_verify(args: argparse.Namespace) -> int:
 
         policy = load_policy(_read(args.policy, "policy"), args.policy)
     evidence = _read(args.evidence, "evidence")
+    if args.allow_sim and policy is not None:
+        policy = policy.allowing_simulated()
     inputs = _verification_inputs(
-        args, allow_simulated=policy is not None and policy.allow_simulated
+        args, allow_simulated=args.allow_sim or (policy is not None and policy.allow_simulated)
     )
     verdict = verify_evidence(evidence, inputs)
     if policy is not None:

@@ -320,11 +320,13 @@ def test_simulated_quotes_are_refused_unless_allowed(
     """The hook for the simulated TEE: quotes of a simulated QE vendor are kind "sim"."""
     from dataclasses import replace
 
-    from inclavare.attestation import intel_quote
+    from inclavare.attestation import dcap, intel_quote
 
     monkeypatch.setattr(
         intel_quote, "SIMULATED_QE_VENDOR_IDS", frozenset({intel_quote.INTEL_QE_VENDOR_ID})
     )
+    # Simulated quotes are checked against the simulated QE's identity; Intel's stands in.
+    monkeypatch.setattr(dcap, "SIM_QE", dcap.INTEL_SGX_QE)
     evidence = vectors.read("sgx/trustee_occlum_sgx_quote_v3.dat")
     refused = verify_evidence(evidence, vectors.inputs())
     assert (refused.verified, refused.tee) == (False, "sim")

@@ -1,0 +1,1 @@
+"""Enclave containers: their configuration, the PAL ABI and the enclave runtimes."""

@@ -1,0 +1,1 @@
+"""TEE platforms: evidence collection. `sim` is the software TEE that runs everywhere."""

@@ -1,0 +1,220 @@
+"""Trusted files of an enclave, read from a container's root file system.
+
+Paths are resolved as the container will see them: symbolic links are followed inside the
+root file system and never lead out of it ('..' stops at its root, absolute link targets
+start from it). Only regular files are measured; a directory stands for every regular file
+below it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from inclavare.tee.sim.errors import LaunchRefused, MalformedStructure, SimError
+from inclavare.tee.sim.launch import LaunchedEnclave, check_launch
+from inclavare.tee.sim.measurement import Manifest, RuntimeIdentity, TrustedFile, normalise_path
+from inclavare.tee.sim.sigstruct import (
+    EnclaveSignature,
+    parse_signature_file,
+    sign_with_throwaway_key,
+)
+
+# Where an enclave's signature file lives, relative to the root file system.
+SIGNATURE_PATH = ".inclavare/enclave.sig"
+MAX_SYMLINKS = 40
+
+
+class TrustedFileError(SimError):
+    """A trusted file cannot be read."""
+
+
+class TrustedFileMissing(TrustedFileError):
+    """A trusted file is not in the root file system."""
+
+
+def resolve_in_root(root: str | os.PathLike[str], path: str) -> Path:
+    """The host path of `path` as seen from inside `root`, with symbolic links resolved."""
+    root_path = Path(root)
+    pending = normalise_path(path).split("/")[1:]
+    resolved: list[str] = []
+    links = 0
+    while pending:
+        part = pending.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = root_path.joinpath(*resolved, part)
+        try:
+            is_link = stat.S_ISLNK(os.lstat(candidate).st_mode)
+        except FileNotFoundError:
+            is_link = False
+        except OSError as error:
+            raise TrustedFileError(f"cannot examine {path}: {error.strerror}") from None
+        if not is_link:
+            resolved.append(part)
+            continue
+        links += 1
+        if links > MAX_SYMLINKS:
+            raise TrustedFileError(f"too many symbolic links resolving {path}")
+        target = os.readlink(candidate)
+        if target.startswith("/"):
+            resolved = []
+        pending = target.split("/") + pending
+    return root_path.joinpath(*resolved)
+
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def find_entrypoint(
+    root: str | os.PathLike[str], program: str, env: Iterable[str] = (), cwd: str = "/"
+) -> str:
+    """The path inside `root` of the program process.args[0] names, searched in PATH."""
+    if not program:
+        raise TrustedFileError("the container has no program to run (process.args is empty)")
+    if "/" in program:
+        return normalise_path(program if program.startswith("/") else f"{cwd}/{program}")
+    search = DEFAULT_PATH
+    for entry in env:
+        if entry.startswith("PATH="):
+            search = entry[5:]
+    for directory in search.split(":"):
+        if not directory.startswith("/"):
+            continue
+        candidate = normalise_path(f"{directory}/{program}")
+        if resolve_in_root(root, candidate).is_file():
+            return candidate
+    raise TrustedFileMissing(f"the program {program!r} is not found in PATH {search}")
+
+
+def hash_file(host_path: str | os.PathLike[str], shown_as: str) -> bytes:
+    """SHA-256 of a regular file's content."""
+    try:
+        fd = os.open(host_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise TrustedFileMissing(f"trusted file {shown_as} is missing") from None
+    except OSError as error:
+        raise TrustedFileError(f"cannot read trusted file {shown_as}: {error.strerror}") from None
+    with os.fdopen(fd, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise TrustedFileError(f"trusted file {shown_as} is not a regular file")
+        return hashlib.file_digest(stream, "sha256").digest()
+
+
+def digest_or_none(root: str | os.PathLike[str], path: str) -> bytes | None:
+    """The SHA-256 of trusted file `path` in `root`, or None when it is absent."""
+    try:
+        return hash_file(resolve_in_root(root, path), path)
+    except TrustedFileMissing:
+        return None
+
+
+def collect_trusted_files(root: str | os.PathLike[str], paths: Iterable[str]) -> list[TrustedFile]:
+    """The trusted files named by `paths` (files or directories) with their digests."""
+    files: dict[str, TrustedFile] = {}
+    for given in paths:
+        try:
+            path = normalise_path(given)
+        except MalformedStructure as error:
+            raise TrustedFileError(str(error)) from None
+        host = resolve_in_root(root, path)
+        if host.is_dir():
+            for inner in _files_below(root, path):
+                files[inner] = TrustedFile(inner, hash_file(resolve_in_root(root, inner), inner))
+        else:
+            files[path] = TrustedFile(path, hash_file(host, path))
+    return list(files.values())
+
+
+def _files_below(root: str | os.PathLike[str], directory: str) -> list[str]:
+    found: list[str] = []
+    host = resolve_in_root(root, directory)
+    try:
+        entries = sorted(os.scandir(host), key=lambda entry: entry.name)
+    except OSError as error:
+        raise TrustedFileError(f"cannot list {directory}: {error.strerror}") from None
+    for entry in entries:
+        path = f"{directory.rstrip('/')}/{entry.name}"
+        if path == "/" + SIGNATURE_PATH:
+            continue  # the signature is not part of what it signs
+        if entry.is_dir(follow_symlinks=False):
+            found.extend(_files_below(root, path))
+        elif entry.is_file(follow_symlinks=False) or (
+            entry.is_symlink() and resolve_in_root(root, path).is_file()
+        ):
+            found.append(path)
+    return found
+
+
+def measure(
+    root: str | os.PathLike[str], runtime: RuntimeIdentity, paths: Iterable[str]
+) -> Manifest:
+    """The measurement manifest of the files `paths` in `root`, for `runtime`."""
+    return Manifest.of(runtime, collect_trusted_files(root, paths))
+
+
+def read_signature(path: str | os.PathLike[str]) -> EnclaveSignature | None:
+    """The signature file at `path`, or None when there is none."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise SimError(f"cannot read the enclave signature {path}: {error.strerror}") from None
+    try:
+        return parse_signature_file(data)
+    except MalformedStructure as error:
+        raise LaunchRefused(f"enclave launch refused: {path}: {error}") from None
+
+
+def write_signature(path: str | os.PathLike[str], signature: EnclaveSignature) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.tmp")
+    temporary.write_bytes(signature.encode())
+    temporary.replace(target)
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """What the launch of a sim enclave needs from the container."""
+
+    rootfs: str
+    runtime: RuntimeIdentity
+    entrypoint: str  # path inside the root file system, resolved from process.args[0]
+    trusted: tuple[str, ...] = ()  # more trusted paths, for an enclave nobody signed
+    signature_path: str | None = None  # default: SIGNATURE_PATH inside the rootfs
+
+
+def launch_enclave(request: LaunchRequest) -> LaunchedEnclave:
+    """Measure the enclave in the container and run the launch check.
+
+    A signed enclave (a signature file in the root file system, or the one the request
+    names) is launched only if its signature holds and every trusted file is as signed. An
+    enclave without one is measured now (its entrypoint and `trusted` paths) and signed with
+    a throwaway key, as a debug enclave.
+    """
+    signature_path = request.signature_path or os.path.join(request.rootfs, SIGNATURE_PATH)
+    signature = read_signature(signature_path)
+    if signature is None and request.signature_path is not None:
+        raise LaunchRefused(f"enclave launch refused: the signature {signature_path} is missing")
+    entrypoint = normalise_path(request.entrypoint)
+    try:
+        if signature is None:
+            manifest = measure(request.rootfs, request.runtime, (entrypoint, *request.trusted))
+            signature = sign_with_throwaway_key(manifest)
+            signed = False
+        else:
+            signed = True
+        measured = {path: digest_or_none(request.rootfs, path) for path in signature.manifest.paths}
+    except TrustedFileError as error:
+        raise LaunchRefused(f"enclave launch refused: {error}") from None
+    return check_launch(signature, request.runtime, measured, (entrypoint,), signed)
