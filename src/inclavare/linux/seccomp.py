@@ -410,12 +410,12 @@ def _is_known_syscall(name: str, arches: tuple[int, ...]) -> bool:
 
     if name in SYSCALL_NAMES:
         return True
-    if not name or "\0" in name:
+    if not name.isascii() or not name.isprintable():
         return False
     resolve = _libseccomp_resolver()
     if resolve is None:
         return False
-    encoded = name.encode(errors="surrogateescape")
+    encoded = name.encode()
     # Architecture 0 is the native one; -1 is libseccomp's __NR_SCMP_ERROR.
     return any(resolve(arch, encoded) != -1 for arch in (0, *arches))
 
