@@ -127,6 +127,7 @@ _REFUSED_FLAGS = {
     "which is not supported",
 }
 _ATTR_CTL_NNP = 3
+_ATTR_API_SYSRAWRC = 9
 
 
 class _Record:
@@ -504,6 +505,11 @@ def build_filter(profile: SeccompProfile) -> SeccompFilter:
         built.set_attr(_ATTR_CTL_NNP, 0)
     except OSError as error:
         raise SeccompError(f"seccomp: cannot leave no_new_privs alone: {error.strerror}") from None
+    try:
+        # The kernel's errno when loading fails, not libseccomp's ECANCELED (libseccomp 2.5+).
+        built.set_attr(_ATTR_API_SYSRAWRC, 1)
+    except OSError:
+        pass
     for flag in profile.flags:
         try:
             built.set_attr(_FLAG_ATTRIBUTES[flag], 1)
