@@ -36,6 +36,8 @@ SCMP_ACT_KILL_THREAD; errnoRet and defaultErrnoRet default to EPERM.
 
 from __future__ import annotations
 
+import sys
+
 from inclavare.errors import InclavareError
 
 TYPE_CHECKING = False
@@ -106,6 +108,8 @@ _ARCHITECTURES = {
     "SCMP_ARCH_PARISC64": _EM["PARISC"] | _BITS64,
     "SCMP_ARCH_RISCV64": _EM["RISCV"] | _BITS64 | _LE,
 }
+
+_NATIVE_LITTLE_ENDIAN = sys.byteorder == "little"
 
 # The flags rune applies: libseccomp's filter attribute for each (enum scmp_filter_attr),
 # and the libseccomp API level from which library and kernel support it.
@@ -363,6 +367,13 @@ def compile_profile(raw: object, path: str = "linux.seccomp") -> SeccompProfile:
     for i, arch in enumerate(architectures):
         if arch not in _ARCHITECTURES:
             raise _invalid(f"{path}.architectures[{i}]", f"unknown architecture {arch!r}")
+        # libseccomp cannot put both byte orders in one filter, and the native one is in it.
+        if bool(_ARCHITECTURES[arch] & _LE) != _NATIVE_LITTLE_ENDIAN:
+            order = "little" if _NATIVE_LITTLE_ENDIAN else "big"
+            raise _invalid(
+                f"{path}.architectures[{i}]",
+                f"{arch} does not have this machine's byte order ({order}-endian)",
+            )
     architectures = list(dict.fromkeys(architectures))
     flags = _flags(obj.get("flags"), f"{path}.flags")
 

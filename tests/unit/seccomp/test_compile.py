@@ -303,6 +303,12 @@ INVALID: list[tuple[str, object, str]] = [
         ".architectures[1]: unknown architecture 'SCMP_ARCH_VAX'",
     ),
     (
+        "architecture of the other byte order",
+        allow_by_default(architectures=["SCMP_ARCH_X86_64", "SCMP_ARCH_S390X"]),
+        ".architectures[1]: SCMP_ARCH_S390X does not have this machine's byte order "
+        "(little-endian)",
+    ),
+    (
         "flags not a list",
         allow_by_default(flags={}),
         ".flags: must be a list, got an object",
