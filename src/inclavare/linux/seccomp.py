@@ -435,38 +435,39 @@ def _is_known_syscall(name: str, arches: tuple[int, ...]) -> bool:
 # --- load: build the filter with libseccomp, hand it to the kernel ----------------------
 
 
-def _find_library_quickly(original: Callable[[str], str | None], name: str) -> str | None:
-    """ctypes.util.find_library for the two libraries pyseccomp looks up, without the
-    ldconfig process the standard one runs (some 20 ms, at every container start)."""
-    import ctypes
-
-    soname = {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}.get(name)
-    if soname is not None:
-        try:
-            ctypes.CDLL(soname)
-        except OSError:
-            pass
-        else:
-            return soname
-    return original(name)
+# The sonames of the libraries pyseccomp looks up with ctypes.util.find_library.
+_SONAMES = {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}
 
 
 def _import_binding() -> None:
-    """Import pyseccomp (which loads libseccomp) unless it already is."""
-    import sys
+    """Import pyseccomp (which loads libseccomp) unless it already is.
 
+    pyseccomp finds libc and libseccomp with ctypes.util.find_library, whose module imports
+    subprocess, shutil and tempfile and which runs ldconfig: some 20 ms and a process at
+    every container start. Their sonames are fixed on Linux, so while pyseccomp is imported
+    a stand-in for ctypes.util answers with them; the real module is put back afterwards.
+    """
     if "pyseccomp" in sys.modules:
         return
-    import ctypes.util
+    import ctypes
+    import types
 
-    original = ctypes.util.find_library
-    ctypes.util.find_library = lambda name: _find_library_quickly(original, name)
+    stand_in = types.ModuleType("ctypes.util")
+    stand_in.find_library = _SONAMES.get  # type: ignore[attr-defined]
+    previous = sys.modules.get("ctypes.util")
+    sys.modules["ctypes.util"] = stand_in
+    ctypes.util = stand_in  # type: ignore[attr-defined]
     try:
         import pyseccomp  # noqa: F401
     except (ImportError, OSError, RuntimeError) as error:
         raise SeccompError(f"seccomp: libseccomp is not available: {error}") from None
     finally:
-        ctypes.util.find_library = original
+        if previous is None:
+            del sys.modules["ctypes.util"]
+            del ctypes.util  # type: ignore[attr-defined]
+        else:
+            sys.modules["ctypes.util"] = previous
+            ctypes.util = previous  # type: ignore[attr-defined]
 
 
 # Filters that were loaded: kept alive until execve, because releasing one frees memory,

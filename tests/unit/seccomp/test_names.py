@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import ctypes
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +52,27 @@ def test_features_shape() -> None:
     ]
     assert set(found["supportedFlags"]) <= set(found["knownFlags"])
     assert "SECCOMP_FILTER_FLAG_TSYNC" in found["supportedFlags"]
+
+
+def test_importing_the_binding_leaves_ctypes_util_as_it_was() -> None:
+    """pyseccomp is imported with a stand-in for ctypes.util; afterwards the real module is
+    what `import ctypes.util` gives, and no ldconfig process was needed."""
+    host_libseccomp()
+    check = (
+        "import sys\n"
+        "from inclavare.linux import seccomp\n"
+        "assert seccomp.features()['enabled']\n"
+        "assert 'pyseccomp' in sys.modules and 'ctypes.util' not in sys.modules\n"
+        "import ctypes, ctypes.util\n"
+        "assert ctypes.util.__file__.endswith('util.py'), ctypes.util\n"
+        "assert ctypes.util.find_library('c')\n"
+    )
+    src = Path(__file__).resolve().parents[3] / "src"
+    completed = subprocess.run(
+        [sys.executable, "-c", check],
+        env={**os.environ, "PYTHONPATH": str(src)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 0, completed.stderr
