@@ -5,7 +5,7 @@ VENV := $(CURDIR)/.venv
 PREFIX ?= /usr/local
 # Debian packages used by the programs, the tests and the demos.
 APT_PACKAGES := python3-venv python3-dev gcc make libssl-dev runc busybox-static iproute2 procps \
-	util-linux containerd docker.io podman conmon
+	util-linux libseccomp2 containerd docker.io podman conmon
 
 EXT_SUFFIX = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 SYSCALLS_EXT := src/inclavare/linux/_syscalls$(EXT_SUFFIX)

@@ -32,6 +32,7 @@ from inclavare.runtime.sync import SyncChannel
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from inclavare.linux.seccomp import SeccompProfile
     from inclavare.oci.spec import IDMapping, Spec
 
 
@@ -155,6 +156,7 @@ def create_container(
     if spec is None:
         spec = load_spec(bundle)
     rootfs = _check_bundle(spec, bundle, options)
+    seccomp = _compile_seccomp(spec)
     warn_unsupported(spec)
 
     os.makedirs(root, 0o711, exist_ok=True)
@@ -178,7 +180,7 @@ def create_container(
     )
     with StateLock(state_dir) as lock:
         try:
-            _launch(container, spec, options, lock.fd)
+            _launch(container, spec, options, lock.fd, seccomp)
             if options.pid_file:
                 write_pid_file(options.pid_file, container.pid)
         except BaseException:
@@ -187,7 +189,22 @@ def create_container(
     return container
 
 
-def _launch(container: Container, spec: Spec, options: CreateOptions, lock_fd: int) -> None:
+def _compile_seccomp(spec: Spec) -> SeccompProfile | None:
+    """Check the seccomp profile before anything is made (the init loads it)."""
+    if spec.linux.seccomp is None:
+        return None
+    from inclavare.linux.seccomp import compile_profile
+
+    return compile_profile(spec.linux.seccomp)
+
+
+def _launch(
+    container: Container,
+    spec: Spec,
+    options: CreateOptions,
+    lock_fd: int,
+    seccomp: SeccompProfile | None,
+) -> None:
     record = container.record
     cgroup = open_cgroup(spec.linux.cgroups_path, container.id)
     record["cgroup_dirs"] = cgroup.missing_directories()
@@ -203,6 +220,7 @@ def _launch(container: Container, spec: Spec, options: CreateOptions, lock_fd: i
     plan.keyring = not options.no_new_keyring
     plan.preserve_fds = options.preserve_fds
     plan.listen_fds = _listen_fds()
+    plan.seccomp = seccomp
     if options.console_socket_fd >= 0:
         plan.console_socket_fd = options.console_socket_fd
     elif options.console_socket:

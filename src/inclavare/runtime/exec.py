@@ -20,6 +20,7 @@ from inclavare.runtime.sync import ContainerSetupError, SyncChannel
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from inclavare.linux.seccomp import SeccompFilter
     from inclavare.oci.spec import Process
 
 # The order in which namespaces are joined: user first, mount last but one (joining it
@@ -28,7 +29,14 @@ _JOIN_ORDER = ("user", "cgroup", "ipc", "uts", "network", "mount", "pid", "time"
 
 
 class ExecOptions:
-    __slots__ = ("console_socket", "console_socket_fd", "detach", "pid_file", "preserve_fds")
+    __slots__ = (
+        "console_socket",
+        "console_socket_fd",
+        "detach",
+        "pid_file",
+        "preserve_fds",
+        "seccomp",
+    )
 
     def __init__(self) -> None:
         self.console_socket = ""
@@ -36,6 +44,7 @@ class ExecOptions:
         self.detach = False
         self.pid_file = ""
         self.preserve_fds = 0
+        self.seccomp: SeccompFilter | None = None
 
 
 def _namespace_paths(container: Container) -> list[tuple[int, str]]:
@@ -112,8 +121,12 @@ def _grandchild(
             setup_container_terminal(
                 options.console_socket_fd, process.console_size, bind_console=False
             )
-        program, env = become(process, keyring=None, preserve_fds=options.preserve_fds)
+        program, env = become(
+            process, keyring=None, preserve_fds=options.preserve_fds, seccomp=options.seccomp
+        )
         channel.receive("go")  # rune has placed this process in the container's cgroup
+        if options.seccomp is not None and process.no_new_privileges:
+            options.seccomp.load()  # as late as possible: see process.become
         channel.send("exec")
         os.execve(program, process.args, env)
     except BaseException as error:
@@ -133,6 +146,11 @@ def start_process(container: Container, process: Process, options: ExecOptions) 
 
     if process.terminal:
         import inclavare.runtime.console  # noqa: F401
+    seccomp = container.config.get("linux", {}).get("seccomp")
+    if seccomp is not None:
+        from inclavare.linux.seccomp import build_filter, compile_profile
+
+        options.seccomp = build_filter(compile_profile(seccomp))  # the container's profile
 
     syscalls.prctl(PR_SET_CHILD_SUBREAPER, 1, what="become a subreaper")
     ours, theirs = SyncChannel.pair()

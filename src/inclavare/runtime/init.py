@@ -25,6 +25,7 @@ from inclavare.linux.constants import CLONE_NEWCGROUP, CLONE_NEWUSER, NAMESPACES
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from inclavare.linux.seccomp import SeccompFilter, SeccompProfile
     from inclavare.oci.spec import Spec
     from inclavare.runtime.sync import SyncChannel
 
@@ -44,6 +45,8 @@ class InitPlan:
         "no_pivot",
         "preserve_fds",
         "rootfs",
+        "seccomp",
+        "seccomp_filter",
         "spec",
         "started_state",
     )
@@ -62,6 +65,8 @@ class InitPlan:
         self.preserve_fds = 0
         self.listen_fds = 0
         self.started_state = ""
+        self.seccomp: SeccompProfile | None = None
+        self.seccomp_filter: SeccompFilter | None = None
 
     def namespaces_to_join(self) -> list[tuple[str, str]]:
         """(type, path) of existing namespaces, the user namespace first."""
@@ -182,7 +187,11 @@ def run_stage2(plan: InitPlan, channel: SyncChannel) -> None:
         hooks.run_hooks(plan.spec.hooks["startContainer"], "startContainer", plan.started_state)
         # "0" tells `start` that everything up to execve worked; the fifo closes on execve.
         os.write(fifo, b"0")
-        os.execve(program, plan.spec.process.args, env)  # type: ignore[union-attr]
+        process = plan.spec.process
+        assert process is not None
+        if plan.seccomp_filter is not None and process.no_new_privileges:
+            plan.seccomp_filter.load()  # as late as possible: see process.become
+        os.execve(program, process.args, env)
     except BaseException as error:
         try:
             os.write(fifo, describe(error).encode(errors="replace")[:4000])
@@ -236,6 +245,10 @@ def _prepare_container(plan: InitPlan, channel: SyncChannel) -> tuple[str, dict[
     assert spec.process is not None
     rootfs.make_directory(plan.rootfs, spec.process.cwd)  # before / may become read-only
     _import_what_runs_inside(spec)
+    if plan.seccomp is not None:
+        from inclavare.linux.seccomp import build_filter
+
+        plan.seccomp_filter = build_filter(plan.seccomp)  # libseccomp is the host's
     rootfs.enter_rootfs(plan.rootfs, plan.no_pivot)
     if spec.process is not None and spec.process.terminal:
         from inclavare.runtime.console import setup_container_terminal
@@ -283,4 +296,5 @@ def _become_the_process(plan: InitPlan) -> tuple[str, dict[str, str]]:
         keyring=plan.container_id if plan.keyring else None,
         preserve_fds=plan.preserve_fds,
         listen_fds=plan.listen_fds,
+        seccomp=plan.seccomp_filter,
     )

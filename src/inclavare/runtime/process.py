@@ -27,6 +27,7 @@ from inclavare.linux.constants import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from inclavare.linux.seccomp import SeccompFilter
     from inclavare.oci.spec import Capabilities, Process, Rlimit
 
 
@@ -137,15 +138,25 @@ def set_no_new_privileges() -> None:
 
 
 def become(
-    process: Process, keyring: str | None, preserve_fds: int = 0, listen_fds: int = 0
+    process: Process,
+    keyring: str | None,
+    preserve_fds: int = 0,
+    listen_fds: int = 0,
+    seccomp: SeccompFilter | None = None,
 ) -> tuple[str, dict[str, str]]:
     """Take on the process's session keyring (a new one named `keyring`, unless None),
     oom_score_adj, limits, descriptors, identity, capabilities and working directory, in
-    the kernel's order; return the program to execute and its environment."""
+    the kernel's order; return the program to execute and its environment.
+
+    Without noNewPrivileges, the seccomp filter is loaded here, while the process still has
+    CAP_SYS_ADMIN; with it, the caller loads it right before execve, as runc does, so that
+    the profile constrains as few of rune's own system calls as possible."""
     from inclavare.linux.proc import close_fds_from, set_oom_score_adj
 
     env = environment(process)
     look_path(process.args[0], env, process.cwd)  # before anything irreversible
+    if seccomp is not None and not process.no_new_privileges:
+        seccomp.load()
     if keyring is not None:
         syscalls.join_session_keyring(keyring)
     if process.oom_score_adj is not None:
