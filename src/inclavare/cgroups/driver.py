@@ -48,6 +48,7 @@ _REASONS = {
     errno.ENOSPC: "no room (the parent's limits or the hierarchy's depth)",
     errno.EOPNOTSUPP: "not supported by this kernel",
     errno.ENODEV: "no such device",
+    errno.ERANGE: "out of the range the kernel accepts",
 }
 
 

@@ -159,9 +159,9 @@ class V1Driver(Driver):
         cpu = resources.cpu
         if cpu is not None:
             if cpu.cpus is not None:
-                self._write("cpuset", "cpuset.cpus", cpu.cpus, "cpu.cpus")
+                self._cpuset("cpus", cpu.cpus)
             if cpu.mems is not None:
-                self._write("cpuset", "cpuset.mems", cpu.mems, "cpu.mems")
+                self._cpuset("mems", cpu.mems)
         if not update and "devices" in self.directories:
             self.apply_devices(container_rules(resources.devices, created_devices))
         if resources.memory is not None:
@@ -191,6 +191,19 @@ class V1Driver(Driver):
             self._write(
                 "rdma", "rdma.max", f"{device} hca_handle={handles} hca_object={objects}", "rdma"
             )
+
+    def _cpuset(self, kind: str, value: str) -> None:
+        try:
+            self._write("cpuset", f"cpuset.{kind}", value, f"cpu.{kind}")
+        except CgroupError:
+            parent = os.path.dirname(self.directories["cpuset"])
+            offered = (read_file(os.path.join(parent, f"cpuset.effective_{kind}")) or "").strip()
+            if not offered:
+                raise
+            what = "CPUs" if kind == "cpus" else "memory nodes"
+            raise CgroupError(
+                f'cpu.{kind}: "{value}" is not within the {what} this cgroup may use ({offered})'
+            ) from None
 
     def apply_devices(self, rules: Sequence[DeviceRule]) -> None:
         """Write the rules in order; the kernel keeps the resulting allowlist."""

@@ -173,9 +173,9 @@ class V2Driver(Driver):
         cpu = resources.cpu
         if cpu is not None:
             if cpu.cpus is not None:
-                self._write("cpuset.cpus", cpu.cpus, "cpu.cpus")
+                self._cpuset("cpus", cpu.cpus)
             if cpu.mems is not None:
-                self._write("cpuset.mems", cpu.mems, "cpu.mems")
+                self._cpuset("mems", cpu.mems)
         if resources.memory is not None:
             self._memory(resources.memory, update)
         if cpu is not None:
@@ -206,6 +206,19 @@ class V2Driver(Driver):
 
             rules = container_rules(resources.devices, created_devices)
             attach_device_program(self.directory, Allowlist.of(rules))
+
+    def _cpuset(self, kind: str, value: str) -> None:
+        try:
+            self._write(f"cpuset.{kind}", value, f"cpu.{kind}")
+        except CgroupError:
+            parent = os.path.dirname(self.directory)
+            offered = (read_file(os.path.join(parent, f"cpuset.{kind}.effective")) or "").strip()
+            if not offered:
+                raise
+            what = "CPUs" if kind == "cpus" else "memory nodes"
+            raise CgroupError(
+                f'cpu.{kind}: "{value}" is not within the {what} this cgroup may use ({offered})'
+            ) from None
 
     def _memory(self, memory: Memory, update: bool) -> None:
         limit = memory.limit
