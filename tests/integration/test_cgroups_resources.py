@@ -21,6 +21,7 @@ from inclavare import cgroups
 from inclavare.cgroups import Cgroup, CgroupError
 from inclavare.cgroups.devices import Allowlist, container_rules
 from inclavare.cgroups.resources import DeviceRule
+from inclavare.cgroups.v1 import V1Driver
 
 PYTHON = sys.executable
 
@@ -156,6 +157,7 @@ def test_memory_limit_kills_what_allocates_beyond_it(sandbox: Sandbox) -> None:
     assert int(sandbox.read("memory", "memory.max_usage_in_bytes")) == limit
     oom = dict(line.split() for line in sandbox.read("memory", "memory.oom_control").splitlines())
     assert int(oom["oom_kill"]) >= 1
+    assert cgroups.oom_kills(sandbox.leaves) == int(oom["oom_kill"])
     stats = cgroups.stats(sandbox.leaves)
     assert stats["memory"]["usage"]["limit"] == limit
     assert stats["memory"]["usage"]["max"] == limit
@@ -310,6 +312,31 @@ def test_freeze_stops_and_thaw_resumes(sandbox: Sandbox) -> None:
     assert not cgroups.is_frozen(sandbox.leaves)
     wait_for(lambda: cpu_ticks(busy.pid) > ticks + 5)
     assert process_state(busy.pid) == "R"
+
+
+def test_hybrid_hosts_freeze_through_cgroup2_without_a_v1_freezer(sandbox: Sandbox) -> None:
+    driver = sandbox.cgroup.driver()
+    assert isinstance(driver, V1Driver)
+    unified = [d for d in driver.other_directories if os.path.exists(f"{d}/cgroup.freeze")]
+    if not unified:
+        pytest.skip("no cgroup2 hierarchy mounted beside the v1 controllers")
+    without_freezer = V1Driver(
+        {name: d for name, d in driver.directories.items() if name != "freezer"},
+        driver.other_directories,
+    )
+    busy = sandbox.spawn("sh", "-c", "while :; do :; done")
+    wait_for(lambda: cpu_ticks(busy.pid) > 0)
+    without_freezer.freeze()
+    try:
+        assert without_freezer.is_frozen()
+        assert sandbox.read("freezer", "freezer.state") == "THAWED"
+        ticks = cpu_ticks(busy.pid)
+        time.sleep(0.3)
+        assert cpu_ticks(busy.pid) == ticks
+    finally:
+        without_freezer.thaw()
+    assert not without_freezer.is_frozen()
+    wait_for(lambda: cpu_ticks(busy.pid) > ticks + 5)
 
 
 def test_stats_reflect_usage(sandbox: Sandbox) -> None:

@@ -16,7 +16,7 @@ hierarchy, as recorded in its state at create):
     pause    freeze(leaves); resume: thaw(leaves); status: is_frozen(leaves)
     update   parse_update_flags(flags) -> dict; update_resources(leaves, current, update)
              -> the merged resources, to keep in the state
-    events   stats(leaves) -> the "data" of `runc events --stats`
+    events   stats(leaves) -> the "data" of `runc events --stats`; oom_kills(leaves)
     features features() -> the `linux.cgroup` object of the features document
     delete   signal_all / processes_in / remove_directories, as before
 
@@ -49,6 +49,7 @@ __all__ = [
     "features",
     "freeze",
     "is_frozen",
+    "oom_kills",
     "open_cgroup",
     "parse_update_flags",
     "prime_migration",
@@ -387,6 +388,11 @@ def is_frozen(leaves: Sequence[str]) -> bool:
 def stats(leaves: Sequence[str]) -> dict[str, Any]:
     """The container's statistics, as `runc events --stats` prints them under "data"."""
     return driver_for(leaves).stats()
+
+
+def oom_kills(leaves: Sequence[str]) -> int:
+    """The OOM killer's kills in the container's cgroup so far (for `events`' "oom")."""
+    return driver_for(leaves).oom_kills()
 
 
 def features() -> dict[str, bool]:

@@ -105,6 +105,11 @@ class Driver:
     def stats(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def oom_kills(self) -> int:
+        """How many processes the kernel's OOM killer has killed in the cgroup: `events`
+        reports an "oom" event each time the count grows."""
+        raise NotImplementedError
+
     def processes(self) -> list[int]:
         raise NotImplementedError
 

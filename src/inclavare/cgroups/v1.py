@@ -26,7 +26,7 @@ from inclavare.cgroups.driver import (
     write_file,
 )
 from inclavare.cgroups.errors import CgroupError
-from inclavare.cgroups.statistics import stats_v1
+from inclavare.cgroups.statistics import parse_flat_keyed, stats_v1
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -345,7 +345,23 @@ class V1Driver(Driver):
     def _freezer_state(self) -> str:
         return (self._read("freezer.state") or "").strip()
 
+    def _cgroup2_freezer(self) -> Driver | None:
+        """Without a v1 freezer, a hybrid host's cgroup2 directory can freeze (cgroup.freeze
+        is part of cgroup2 itself, not of a controller)."""
+        if "freezer" in self.directories:
+            return None
+        for directory in self.other_directories:
+            if os.path.exists(os.path.join(directory, "cgroup.freeze")):
+                from inclavare.cgroups.v2 import V2Driver
+
+                return V2Driver(directory, os.path.dirname(directory))
+        return None
+
     def freeze(self, timeout: float = FREEZE_TIMEOUT) -> None:
+        fallback = self._cgroup2_freezer()
+        if fallback is not None:
+            fallback.freeze(timeout)
+            return
         self._write("freezer", "freezer.state", "FROZEN", "pause")
 
         def frozen() -> bool:
@@ -360,17 +376,28 @@ class V1Driver(Driver):
             raise CgroupError(f"pause: the container's processes did not freeze in {timeout:g} s")
 
     def thaw(self) -> None:
+        fallback = self._cgroup2_freezer()
+        if fallback is not None:
+            fallback.thaw()
+            return
         self._write("freezer", "freezer.state", "THAWED", "resume")
         if not wait_until(lambda: self._freezer_state() == "THAWED", FREEZE_TIMEOUT):
             raise CgroupError("resume: the container's processes did not thaw")
 
     def is_frozen(self) -> bool:
+        fallback = self._cgroup2_freezer()
+        if fallback is not None:
+            return fallback.is_frozen()
         return self._freezer_state() in ("FROZEN", "FREEZING")
 
     # -- events, ps
 
     def stats(self) -> dict[str, Any]:
         return stats_v1(self._read, hugepage_sizes())
+
+    def oom_kills(self) -> int:
+        control = parse_flat_keyed(self._read("memory.oom_control"))
+        return control.get("oom_kill", 0)
 
     def processes(self) -> list[int]:
         for directory in [*self.directories.values(), *self.other_directories]:

@@ -316,5 +316,8 @@ class V2Driver(Driver):
     def stats(self) -> dict[str, Any]:
         return stats_v2(self._read, hugepage_sizes())
 
+    def oom_kills(self) -> int:
+        return parse_flat_keyed(self._read("memory.events")).get("oom_kill", 0)
+
     def processes(self) -> list[int]:
         return [int(line) for line in (self._read("cgroup.procs") or "").split()]

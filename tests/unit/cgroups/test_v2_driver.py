@@ -249,3 +249,6 @@ def test_stats_and_processes_from_the_tree(tree: FakeTree) -> None:
     assert stats["memory"]["usage"]["usage"] == 4096
     assert stats["pids"] == {"current": 1}
     assert stats["cpu"]["usage"]["total"] == 10000
+    assert driver.oom_kills() == 0
+    (tree.container / "memory.events").write_text("low 0\nhigh 2\nmax 9\noom 3\noom_kill 2\n")
+    assert driver.oom_kills() == 2
