@@ -208,6 +208,85 @@ def test_cpu_quota_is_written_and_enforced(sandbox: Sandbox) -> None:
     assert throttling["periods"] >= throttling["throttledPeriods"]
 
 
+def first_disk() -> tuple[int, int, str]:
+    """A block device of this host: major, minor, and its I/O scheduler in use."""
+    for name in sorted(os.listdir("/sys/block")):
+        try:
+            with open(f"/sys/block/{name}/dev") as numbers:
+                major, minor = (int(n) for n in numbers.read().split(":"))
+            with open(f"/sys/block/{name}/queue/scheduler") as scheduler:
+                text = scheduler.read()
+        except OSError:
+            continue
+        if name.startswith(("loop", "zram", "ram")):
+            continue
+        in_use = text[text.index("[") + 1 : text.index("]")] if "[" in text else text.strip()
+        return major, minor, in_use
+    pytest.skip("no block device on this host")
+
+
+def test_every_value_is_written(sandbox: Sandbox) -> None:
+    major, minor, _ = first_disk()
+    sandbox.apply(
+        {
+            "memory": {
+                "limit": 64 << 20,
+                "reservation": 32 << 20,
+                "swappiness": 20,
+                "disableOOMKiller": True,
+                "kernelTCP": 8 << 20,
+            },
+            "cpu": {
+                "shares": 300,
+                "period": 50000,
+                "quota": 25000,
+                "burst": 5000,
+                "realtimePeriod": 100000,
+                "realtimeRuntime": 5000,
+                "idle": 0,
+            },
+            "blockIO": {
+                "weight": 200,
+                "throttleReadBpsDevice": [{"major": major, "minor": minor, "rate": 1 << 20}],
+                "throttleWriteIOPSDevice": [{"major": major, "minor": minor, "rate": 500}],
+            },
+        }
+    )
+    expected = {
+        ("memory", "memory.limit_in_bytes"): str(64 << 20),
+        ("memory", "memory.soft_limit_in_bytes"): str(32 << 20),
+        ("memory", "memory.swappiness"): "20",
+        ("memory", "memory.kmem.tcp.limit_in_bytes"): str(8 << 20),
+        ("cpu", "cpu.shares"): "300",
+        ("cpu", "cpu.cfs_period_us"): "50000",
+        ("cpu", "cpu.cfs_quota_us"): "25000",
+        ("cpu", "cpu.rt_period_us"): "100000",
+        ("cpu", "cpu.rt_runtime_us"): "5000",
+        ("blkio", "blkio.throttle.read_bps_device"): f"{major}:{minor} {1 << 20}",
+        ("blkio", "blkio.throttle.write_iops_device"): f"{major}:{minor} 500",
+    }
+    for (controller, name), value in expected.items():
+        assert sandbox.read(controller, name) == value, name
+    assert "oom_kill_disable 1" in sandbox.read("memory", "memory.oom_control")
+    if os.path.exists(os.path.join(sandbox.directory("cpu"), "cpu.cfs_burst_us")):
+        assert sandbox.read("cpu", "cpu.cfs_burst_us") == "5000"
+    weight_file = "blkio.weight"
+    if not os.path.exists(os.path.join(sandbox.directory("blkio"), weight_file)):
+        weight_file = "blkio.bfq.weight"
+    assert sandbox.read("blkio", weight_file).split()[-1] == "200"
+
+
+def test_a_device_weight_without_bfq_is_a_clear_error(sandbox: Sandbox) -> None:
+    major, minor, scheduler = first_disk()
+    if scheduler in ("bfq", "cfq"):
+        pytest.skip(f"the disk uses {scheduler}, which takes per-device weights")
+    resources = cgroups.validate_resources(
+        {"blockIO": {"weightDevice": [{"major": major, "minor": minor, "weight": 300}]}}
+    )
+    with pytest.raises(CgroupError, match=r"need the BFQ or CFQ I/O scheduler on device"):
+        cgroups.apply_resources(sandbox.leaves, resources)
+
+
 def test_cpuset_confines_the_process(sandbox: Sandbox) -> None:
     sandbox.apply({"cpu": {"cpus": "0", "mems": "0"}})
     assert sandbox.read("cpuset", "cpuset.cpus") == "0"

@@ -313,12 +313,18 @@ class V1Driver(Driver):
             self._write("blkio", "blkio.leaf_weight", block_io.leaf_weight, "blockIO.leafWeight")
         for device in block_io.weight_devices:
             if device.weight is not None:
-                self._write(
-                    "blkio",
-                    f"blkio.{bfq}weight_device",
-                    f"{device.major}:{device.minor} {device.weight}",
-                    "blockIO.weightDevice",
-                )
+                try:
+                    self._write(
+                        "blkio",
+                        f"blkio.{bfq}weight_device",
+                        f"{device.major}:{device.minor} {device.weight}",
+                        "blockIO.weightDevice",
+                    )
+                except CgroupError as error:
+                    raise CgroupError(
+                        f"{error} (per-device weights need the BFQ or CFQ I/O scheduler"
+                        f" on device {device.major}:{device.minor})"
+                    ) from None
             if device.leaf_weight is not None:
                 self._write(
                     "blkio",
