@@ -29,9 +29,9 @@ _JMP_JNE_K = 0x55  # if dst != imm goto pc + off
 _JMP_JEQ_K = 0x15  # if dst == imm goto pc + off
 _EXIT = 0x95
 
-# The context's device types and access bits (BPF_DEVCG_DEV_*, BPF_DEVCG_ACC_*).
+# The context's device types (BPF_DEVCG_DEV_*). Its access bits (BPF_DEVCG_ACC_MKNOD 1,
+# READ 2, WRITE 4) are those of devices.ACCESS_BITS, so the allowlist's masks go in as is.
 DEVICE_TYPES = {"b": 1, "c": 2}
-ACCESS_MKNOD, ACCESS_READ, ACCESS_WRITE = 1, 2, 4
 
 BPF_PROG_LOAD = 5
 BPF_PROG_ATTACH = 8

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 INT64_MAX = (1 << 63) - 1
 UINT64_MAX = (1 << 64) - 1
 UINT32_MAX = (1 << 32) - 1
-UINT16_MAX = (1 << 16) - 1
 
 # The kernel's bounds (kernel/sched/core.c and fair.c, block/blk-cgroup).
 CPU_SHARES_MIN = 2
