@@ -5,6 +5,24 @@ A container's cgroup is created at `create`, holds every process of the containe
 layouts: cgroup v1 (a hierarchy per controller), cgroup v2 (one unified hierarchy), and
 "hybrid" (v1 controllers plus an empty v2 hierarchy, as on this project's CI machines); the
 v1 driver also joins the hybrid host's v2 hierarchy, so that v2-only tools see the container.
+
+The runtime's calls, by command (`leaves` is the container's cgroup, one directory per
+hierarchy, as recorded in its state at create):
+
+    create   validate_resources(spec.linux.resources) -> Resources   (pure, first)
+             open_cgroup(path, id).check_resources(resources) -> warnings (before mkdir)
+             Cgroup.create(), add_process(pid), then apply_resources(leaves, resources,
+             created_devices) once the init has prepared the root filesystem
+    pause    freeze(leaves); resume: thaw(leaves); status: is_frozen(leaves)
+    update   parse_update_flags(flags) -> dict; update_resources(leaves, current, update)
+             -> the merged resources, to keep in the state
+    events   stats(leaves) -> the "data" of `runc events --stats`; oom_kills(leaves)
+    features features() -> the `linux.cgroup` object of the features document
+    delete   signal_all / processes_in / remove_directories, as before
+
+Resource validation and conversion live in `resources.py`, the drivers in `v1.py` and
+`v2.py`, statistics in `statistics.py`, device rules in `devices.py` and `ebpf.py`; this module
+imports them only when called, since every `rune` command imports it.
 """
 
 from __future__ import annotations
@@ -12,11 +30,37 @@ from __future__ import annotations
 import os
 import time
 
-from inclavare.errors import InclavareError
+from inclavare.cgroups.errors import CgroupError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any
 
-class CgroupError(InclavareError):
-    """A cgroup could not be created, joined, or removed."""
+    from inclavare.cgroups.driver import Driver
+    from inclavare.cgroups.resources import Resources
+
+__all__ = [
+    "UPDATE_FLAGS",
+    "Cgroup",
+    "CgroupError",
+    "apply_resources",
+    "driver_for",
+    "features",
+    "freeze",
+    "is_frozen",
+    "oom_kills",
+    "open_cgroup",
+    "parse_update_flags",
+    "prime_migration",
+    "processes_in",
+    "remove_directories",
+    "signal_all",
+    "stats",
+    "thaw",
+    "update_resources",
+    "validate_resources",
+]
 
 
 class Hierarchy:
@@ -63,6 +107,16 @@ def _mounted_hierarchies() -> list[Hierarchy]:
                 if key and set(key.split(",")) == set(hierarchy.controllers):
                     hierarchy.own_path = path
     return hierarchies
+
+
+def _hierarchy_of(directory: str, hierarchies: list[Hierarchy]) -> Hierarchy | None:
+    best: Hierarchy | None = None
+    for hierarchy in hierarchies:
+        mountpoint = hierarchy.mountpoint.rstrip("/")
+        inside = directory == mountpoint or directory.startswith(mountpoint + "/")
+        if inside and (best is None or len(mountpoint) > len(best.mountpoint.rstrip("/"))):
+            best = hierarchy
+    return best
 
 
 def _own_cgroups() -> dict[str, str]:
@@ -147,6 +201,46 @@ class Cgroup:
                         _write(os.path.join(path, name), parent_file.read().strip())
         return made
 
+    @classmethod
+    def from_directories(cls, leaves: Sequence[str]) -> Cgroup:
+        """The cgroup of a container created earlier, from the directories in its state."""
+        hierarchies = _mounted_hierarchies()
+        cgroup = cls.__new__(cls)
+        cgroup.path = ""
+        cgroup.hierarchies = []
+        cgroup.directories = []
+        for leaf in leaves:
+            hierarchy = _hierarchy_of(leaf, hierarchies)
+            if hierarchy is not None:
+                cgroup.hierarchies.append(hierarchy)
+                cgroup.directories.append(leaf)
+        if not cgroup.directories:
+            raise CgroupError(f"no mounted cgroup hierarchy holds {', '.join(leaves) or 'nothing'}")
+        return cgroup
+
+    def driver(self) -> Driver:
+        """The v1 driver when any hierarchy is v1 (including hybrid hosts), else the v2 one."""
+        if self.version == 1:
+            from inclavare.cgroups.v1 import V1Driver
+
+            controllers: dict[str, str] = {}
+            others: list[str] = []
+            for hierarchy, directory in zip(self.hierarchies, self.directories, strict=True):
+                named = [c for c in hierarchy.controllers if not c.startswith("name=")]
+                for controller in named:
+                    controllers[controller] = directory
+                if not named:
+                    others.append(directory)
+            return V1Driver(controllers, others)
+        from inclavare.cgroups.v2 import V2Driver
+
+        return V2Driver(self.directories[0], self.hierarchies[0].mountpoint)
+
+    def check_resources(self, resources: Resources) -> list[str]:
+        """Refuse what this host cannot apply (CgroupError naming the field); the warnings
+        to log for what it ignores. Reads only the mounts: call it before `create`."""
+        return self.driver().check_host(resources, "config.json: linux.resources")
+
     def add_process(self, pid: int) -> None:
         """Move pid into the cgroup; ProcessLookupError if it has exited."""
         for directory in self.directories:
@@ -228,3 +322,136 @@ def open_cgroup(cgroups_path: str, container_id: str) -> Cgroup:
             " rune uses the cgroupfs driver"
         )
     return Cgroup(cgroups_path or container_id, hierarchies)
+
+
+# -- resources, pause/resume, update, events, features
+
+
+def validate_resources(
+    resources: object, where: str = "config.json: linux.resources", partial: bool = False
+) -> Resources:
+    """The spec's `linux.resources` as typed values; CgroupError naming a bad field. Pure."""
+    from inclavare.cgroups.resources import validate_resources as validate
+
+    return validate(resources, where, partial)
+
+
+def driver_for(leaves: Sequence[str]) -> Driver:
+    """The driver of a container's cgroup, from the leaf directories in its state."""
+    return Cgroup.from_directories(leaves).driver()
+
+
+def apply_resources(
+    leaves: Sequence[str],
+    resources: Resources,
+    created_devices: Sequence[tuple[str, int, int]] = (),
+) -> None:
+    """Write the resources into the container's new cgroup, device rules included:
+    the spec's, those runc allows every container, and one per `linux.devices` entry
+    (`created_devices`: (type, major, minor), type "c", "u", "b" or "p")."""
+    driver_for(leaves).apply(resources, created_devices)
+
+
+def update_resources(
+    leaves: Sequence[str], current: object, update: object, where: str = "resources"
+) -> dict[str, Any]:
+    """`rune update`: merge the update into the resources the container has (`current`,
+    the JSON object), check and apply the result, and return it for the state. Device
+    rules are not updated (as with runc)."""
+    from inclavare.cgroups.resources import merge_resources
+    from inclavare.cgroups.resources import validate_resources as validate
+
+    validate(update, where, partial=True)
+    changes = dict(update) if isinstance(update, dict) else {}
+    changes.pop("devices", None)
+    merged = merge_resources(current, changes)
+    resources = validate(merged, where, partial=True)
+    driver = driver_for(leaves)
+    driver.check_host(resources, where)
+    driver.apply(resources, update=True)
+    return merged
+
+
+def freeze(leaves: Sequence[str]) -> None:
+    """Freeze every process of the container, waiting until the kernel says it is done."""
+    driver_for(leaves).freeze()
+
+
+def thaw(leaves: Sequence[str]) -> None:
+    driver_for(leaves).thaw()
+
+
+def is_frozen(leaves: Sequence[str]) -> bool:
+    return driver_for(leaves).is_frozen()
+
+
+def stats(leaves: Sequence[str]) -> dict[str, Any]:
+    """The container's statistics, as `runc events --stats` prints them under "data"."""
+    return driver_for(leaves).stats()
+
+
+def oom_kills(leaves: Sequence[str]) -> int:
+    """The OOM killer's kills in the container's cgroup so far (for `events`' "oom")."""
+    return driver_for(leaves).oom_kills()
+
+
+def features() -> dict[str, bool]:
+    """The `linux.cgroup` object of the runtime-spec features document, for this host:
+    both drivers are built in, systemd is not (rune manages cgroups through cgroupfs),
+    and RDMA limits are supported where the host has the rdma controller."""
+    rdma = False
+    try:
+        hierarchies = _mounted_hierarchies()
+    except OSError:
+        hierarchies = []
+    for hierarchy in hierarchies:
+        if hierarchy.version == 1:
+            rdma = rdma or "rdma" in hierarchy.controllers
+        else:
+            controllers = os.path.join(hierarchy.mountpoint, "cgroup.controllers")
+            try:
+                with open(controllers) as offered:
+                    rdma = rdma or "rdma" in offered.read().split()
+            except OSError:
+                pass
+    return {"v1": True, "v2": True, "systemd": False, "systemdUser": False, "rdma": rdma}
+
+
+# `rune update`'s flags, as runc spells them: (names, kind, help); kind is "str" or "int".
+_USECS = "(in usecs)"
+UPDATE_FLAGS: tuple[tuple[str, str, str], ...] = (
+    (
+        "resources, r",
+        "str",
+        "path to the file containing the resources to update"
+        " or '-' to read from the standard input",
+    ),
+    ("blkio-weight", "int", "Specifies per cgroup weight, range is from 10 to 1000"),
+    ("cpu-period", "str", f"CPU CFS period to be used for hardcapping {_USECS}. 0: default"),
+    ("cpu-quota", "str", f"CPU CFS hardcap limit {_USECS}. Allowed cpu time in a given period"),
+    ("cpu-burst", "str", f"CPU CFS hardcap burst limit {_USECS}, above the quota"),
+    ("cpu-share, cpu-shares", "str", "CPU shares (relative weight vs. other containers)"),
+    ("cpu-rt-period", "str", f"CPU realtime period {_USECS}. 0 to use system default"),
+    ("cpu-rt-runtime", "str", f"CPU realtime hardcap limit {_USECS} in a given period"),
+    ("cpuset-cpus", "str", "CPU(s) to use"),
+    ("cpuset-mems", "str", "Memory node(s) to use"),
+    ("cpu-idle", "str", "set cgroup SCHED_IDLE or not, 0: default behavior, 1: SCHED_IDLE"),
+    ("kernel-memory", "str", "Kernel memory limit (in bytes); recent kernels ignore it"),
+    ("kernel-memory-tcp", "str", "Kernel memory limit for TCP buffers (in bytes)"),
+    ("memory", "str", "Memory limit (in bytes)"),
+    ("memory-reservation", "str", "Memory reservation or soft_limit (in bytes)"),
+    ("memory-swap", "str", "Total memory usage (memory + swap); '-1' for unlimited swap"),
+    ("pids-limit", "int", "Maximum number of pids allowed in the container"),
+    ("l3-cache-schema", "str", "Intel RDT/CAT L3 cache schema (not supported)"),
+    ("mem-bw-schema", "str", "Intel RDT/MBA memory bandwidth schema (not supported)"),
+)
+
+
+def parse_update_flags(
+    flags: Mapping[str, object], read_input: Callable[[str], bytes] | None = None
+) -> dict[str, Any]:
+    """The resources object that `rune update`'s flags describe, keyed by flag name (the
+    first name in UPDATE_FLAGS, dashes kept; values as given, absent/empty/0 unset)."""
+    from inclavare.cgroups.update import parse_update_flags as parse
+
+    return parse(flags, read_input)
