@@ -126,15 +126,9 @@ class Container:
         return RUNNING
 
     def frozen(self) -> bool:
-        for directory in self.record.get("cgroup_dirs_leaf", []):
-            for name in ("freezer.state", "cgroup.freeze"):
-                try:
-                    with open(os.path.join(directory, name)) as state:
-                        value = state.read().strip()
-                except OSError:
-                    continue
-                return value in ("FROZEN", "1")
-        return False
+        from inclavare.cgroups import is_frozen
+
+        return is_frozen(self.record.get("cgroup_dirs_leaf", []))
 
     def oci_state(self) -> dict[str, Any]:
         """The OCI state document, with runc's extra fields (rootfs, created, owner)."""

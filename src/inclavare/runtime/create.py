@@ -13,7 +13,15 @@ import os
 import time
 
 from inclavare import log
-from inclavare.cgroups import Cgroup, open_cgroup, processes_in, remove_directories, signal_all
+from inclavare.cgroups import (
+    Cgroup,
+    apply_resources,
+    open_cgroup,
+    processes_in,
+    remove_directories,
+    signal_all,
+    validate_resources,
+)
 from inclavare.errors import InclavareError
 from inclavare.linux import syscalls
 from inclavare.linux.constants import PR_SET_CHILD_SUBREAPER
@@ -32,6 +40,7 @@ from inclavare.runtime.sync import SyncChannel
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from inclavare.cgroups.resources import Resources
     from inclavare.linux.seccomp import SeccompProfile
     from inclavare.oci.spec import IDMapping, Spec
 
@@ -157,6 +166,7 @@ def create_container(
         spec = load_spec(bundle)
     rootfs = _check_bundle(spec, bundle, options)
     seccomp = _compile_seccomp(spec)
+    resources = validate_resources(spec.linux.resources)
     warn_unsupported(spec)
 
     os.makedirs(root, 0o711, exist_ok=True)
@@ -180,7 +190,7 @@ def create_container(
     )
     with StateLock(state_dir) as lock:
         try:
-            _launch(container, spec, options, lock.fd, seccomp)
+            _launch(container, spec, options, lock.fd, seccomp, resources)
             if options.pid_file:
                 write_pid_file(options.pid_file, container.pid)
         except BaseException:
@@ -204,9 +214,13 @@ def _launch(
     options: CreateOptions,
     lock_fd: int,
     seccomp: SeccompProfile | None,
+    resources: Resources,
 ) -> None:
     record = container.record
     cgroup = open_cgroup(spec.linux.cgroups_path, container.id)
+    for warning in cgroup.check_resources(resources):
+        log.warning(warning)
+    record["resources"] = spec.linux.resources  # what `update` starts from
     record["cgroup_dirs"] = cgroup.missing_directories()
     record["cgroup_dirs_leaf"] = cgroup.directories
     container.save()
@@ -247,6 +261,10 @@ def _launch(
         os.close(plan.console_socket_fd)
     try:
         _follow_init(container, spec, cgroup, stage1, ours)
+        # Limits apply from here: the init, a Python process, has finished setting up and
+        # only waits for `start` (a small memory limit could have stopped its set-up).
+        created = [(device.type, device.major, device.minor) for device in spec.linux.devices]
+        apply_resources(cgroup.directories, resources, created)
     finally:
         ours.close()
 

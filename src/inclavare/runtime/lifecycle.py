@@ -11,7 +11,7 @@ import os
 import time
 
 from inclavare import log
-from inclavare.cgroups import remove_directories, signal_all
+from inclavare.cgroups import freeze, remove_directories, signal_all, thaw
 from inclavare.errors import InclavareError
 from inclavare.linux.proc import is_alive
 from inclavare.runtime.container import (
@@ -26,6 +26,10 @@ from inclavare.runtime.container import (
     StateLock,
 )
 from inclavare.runtime.create import kill_all_and_wait, reap_children, remove_state_dir
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _START_POLL_SECONDS = 0.1
 
@@ -104,15 +108,6 @@ def kill(container: Container, signal_number: int, all_processes: bool = False) 
         raise ContainerError("container not running") from None
 
 
-def _thaw(container: Container) -> None:
-    for directory in container.record.get("cgroup_dirs_leaf", []):
-        for name, value in (("freezer.state", "THAWED"), ("cgroup.freeze", "0")):
-            path = os.path.join(directory, name)
-            if os.path.exists(path):
-                with open(path, "w") as control:
-                    control.write(value)
-
-
 def destroy(container: Container) -> None:
     """Kill whatever is left of the container and remove its cgroup and state."""
     record = container.record
@@ -123,7 +118,7 @@ def destroy(container: Container) -> None:
         except ProcessLookupError:
             pass
     if container.frozen():
-        _thaw(container)  # frozen processes cannot die
+        thaw(leaves)  # frozen processes cannot die
     kill_all_and_wait(leaves)
     deadline = time.monotonic() + 10
     while container.pid and is_alive(container.pid, record.get("pid_start", -1)):
@@ -160,6 +155,38 @@ def delete_container(container: Container, force: bool = False) -> None:
         destroy(container)
     if was_created:
         _run_warning_hooks(container, "poststop", STOPPED)
+
+
+def pause(container: Container) -> None:
+    with StateLock(container.state_dir):
+        status = container.status()
+        if status == PAUSED:
+            raise ContainerError(f"container {container.id} is already paused")
+        if status not in (RUNNING, CREATED):
+            raise ContainerError(f"container not running: {container.id} is {status}")
+        freeze(container.record.get("cgroup_dirs_leaf", []))
+
+
+def resume(container: Container) -> None:
+    with StateLock(container.state_dir):
+        status = container.status()
+        if status != PAUSED:
+            raise ContainerError(f"container not paused: {container.id} is {status}")
+        thaw(container.record.get("cgroup_dirs_leaf", []))
+
+
+def update(container: Container, changes: dict[str, Any]) -> None:
+    """Change the resources of a container that exists, and remember them for next time."""
+    from inclavare.cgroups import update_resources
+
+    with StateLock(container.state_dir):
+        status = container.status()
+        if status in (STOPPED, CREATING):
+            raise ContainerError(f"container {container.id} is {status}: nothing to update")
+        leaves = container.record.get("cgroup_dirs_leaf", [])
+        current = container.record.get("resources") or {}
+        container.record["resources"] = update_resources(leaves, current, changes)
+        container.save()
 
 
 def wait_for_exit(container: Container) -> int:

@@ -155,8 +155,6 @@ def become(
 
     env = environment(process)
     look_path(process.args[0], env, process.cwd)  # before anything irreversible
-    if seccomp is not None and not process.no_new_privileges:
-        seccomp.load()
     if keyring is not None:
         syscalls.join_session_keyring(keyring)
     if process.oom_score_adj is not None:
@@ -172,6 +170,8 @@ def become(
             os.set_inheritable(fd, True)
         except OSError:
             raise OSError(9, f"preserved file descriptor {fd} is not open") from None
+    if seccomp is not None and not process.no_new_privileges:
+        seccomp.load()  # the last moment with CAP_SYS_ADMIN, after rune's own keyctl & co
     drop_bounding_set(process.capabilities)
     switch_user(process)
     set_capabilities(process.capabilities)

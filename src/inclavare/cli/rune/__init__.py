@@ -25,14 +25,19 @@ DEFAULT_ROOT = "/run/rune"
 COMMANDS = {
     "create": "create a container",
     "delete": "delete any resources held by the container, often used with detached containers",
+    "events": "display container events such as OOM notifications and cgroup statistics",
     "exec": "execute new process inside the container",
+    "features": "show the enabled features",
     "kill": "kill sends the specified signal (default: SIGTERM) to the container's init process",
     "list": "lists containers started by rune with the given root",
+    "pause": "pause suspends all processes inside the container",
     "ps": "ps displays the processes running inside a container",
+    "resume": "resumes all processes that have been previously paused",
     "run": "create and run a container",
     "spec": "create a new specification file",
     "start": "executes the user defined process in a created container",
     "state": "output the state of a container",
+    "update": "update container resource constraints",
 }
 
 GLOBAL_FLAGS = [
