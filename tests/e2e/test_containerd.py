@@ -101,3 +101,38 @@ def test_metrics_come_from_the_containers_cgroup(
     containerd.ctr("tasks", "kill", "--signal", "KILL", "measured")
     containerd.ctr("tasks", "delete", "--force", "measured", check=False)
     containerd.ctr("containers", "delete", "measured")
+
+
+def test_pause_resume_limits_and_seccomp(
+    containerd: Containerd, image_archive: tuple[Path, str], rune_program: str
+) -> None:
+    """ctr's default seccomp profile and a memory limit, as containerd writes them into
+    config.json; pause and resume through the shim."""
+    containerd.ctr(
+        "run",
+        "-d",
+        "--runc-binary",
+        rune_program,
+        "--seccomp",
+        "--memory-limit",
+        str(48 * 1024 * 1024),
+        "--cpus",
+        "0.5",
+        image_archive[1],
+        "limited",
+        "sleep",
+        "300",
+    )
+    status = containerd.ctr(
+        "tasks", "exec", "--exec-id", "status", "limited", "cat", "/proc/self/status"
+    ).stdout
+    assert "Seccomp:\t2" in status  # the profile is loaded in exec'd processes too
+    metrics = json.loads(containerd.ctr("tasks", "metrics", "--format", "json", "limited").stdout)
+    assert metrics["memory"]["usage"]["limit"] == 48 * 1024 * 1024
+    containerd.ctr("tasks", "pause", "limited")
+    assert "PAUSED" in containerd.ctr("tasks", "ls").stdout
+    containerd.ctr("tasks", "resume", "limited")
+    assert "RUNNING" in containerd.ctr("tasks", "ls").stdout
+    containerd.ctr("tasks", "kill", "--signal", "KILL", "limited")
+    containerd.ctr("tasks", "delete", "--force", "limited", check=False)
+    containerd.ctr("containers", "delete", "limited")

@@ -55,6 +55,46 @@ def test_docker_run_exec_stop_rm(dockerd: Dockerd, image_archive: tuple[object, 
     assert dockerd.docker("ps", "-aq").stdout.strip() == ""
 
 
+def test_docker_limits_update_pause(dockerd: Dockerd, image_archive: tuple[object, str]) -> None:
+    """Docker's default seccomp profile, memory and pids limits, `docker update` (rune
+    update) and `docker pause` (rune pause)."""
+    dockerd.docker(
+        "run",
+        "-d",
+        "--name",
+        "limited",
+        "--runtime",
+        "rune",
+        "--network",
+        "none",
+        "--memory",
+        "64m",
+        "--pids-limit",
+        "30",
+        image_archive[1],
+        "sleep",
+        "300",
+    )
+
+    def inside(path: str) -> str:
+        return dockerd.docker("exec", "limited", "cat", path).stdout.strip()
+
+    assert inside("/sys/fs/cgroup/pids/pids.max") == "30"
+    assert inside("/sys/fs/cgroup/memory/memory.limit_in_bytes") == str(64 * 1024 * 1024)
+    status = dockerd.docker("exec", "limited", "cat", "/proc/self/status").stdout
+    assert "Seccomp:\t2" in status
+    dockerd.docker(
+        "update", "--memory", "96m", "--memory-swap", "192m", "--pids-limit", "40", "limited"
+    )
+    assert inside("/sys/fs/cgroup/memory/memory.limit_in_bytes") == str(96 * 1024 * 1024)
+    assert inside("/sys/fs/cgroup/pids/pids.max") == "40"
+    dockerd.docker("pause", "limited")
+    paused = dockerd.docker("inspect", "--format", "{{.State.Status}}", "limited").stdout
+    assert paused.strip() == "paused"
+    dockerd.docker("unpause", "limited")
+    dockerd.docker("rm", "--force", "limited")
+
+
 def test_docker_reports_runtime_errors(dockerd: Dockerd, image_archive: tuple[object, str]) -> None:
     failed = dockerd.docker(
         "run",
