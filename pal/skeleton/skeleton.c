@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -206,19 +207,30 @@ static int place_stdio(const struct pal_stdio_fds *stdio)
 	return 0;
 }
 
-/* The payload starts with default dispositions and nothing blocked, whatever its caller set. */
+/*
+ * The payload starts with default dispositions and nothing blocked, whatever its caller set.
+ * The raw system calls reach the two real-time signals the C library keeps for itself, which
+ * sigaction() refuses to change; an ignored one would survive execve.
+ */
+struct kernel_sigaction {
+	void *handler;
+	unsigned long flags;
+	void *restorer;
+	unsigned long mask;
+};
+
 static void reset_signals(void)
 {
-	struct sigaction default_action;
-	sigset_t none;
+	struct kernel_sigaction default_action;
+	unsigned long none = 0;
 
 	memset(&default_action, 0, sizeof(default_action));
-	default_action.sa_handler = SIG_DFL;
-	sigemptyset(&default_action.sa_mask);
-	for (int sig = 1; sig < NSIG; sig++)
-		sigaction(sig, &default_action, NULL);
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
+	for (int sig = 1; sig <= 64; sig++) {
+		if (sig == SIGKILL || sig == SIGSTOP)
+			continue;
+		syscall(SYS_rt_sigaction, sig, &default_action, NULL, sizeof(unsigned long));
+	}
+	syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof(unsigned long));
 }
 
 int skeleton_create_process(const char *path, char *const argv[], char *const env[],
