@@ -118,3 +118,22 @@ def _write_indented(value: Any, indent: str, level: int, out: list[str]) -> None
         out.append("\n" + indent * level + "]")
     else:
         out.append(dumps(value))
+
+
+def type_name(value: object) -> str:
+    """What kind of JSON value this is, in words, for error messages ("got a string")."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number with a fraction"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__

@@ -16,6 +16,7 @@ in the drivers.
 from __future__ import annotations
 
 from inclavare.cgroups.errors import CgroupError
+from inclavare.lightjson import type_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -43,24 +44,6 @@ DEFAULT_WHERE = "config.json: linux.resources"
 
 class ResourceError(CgroupError):
     """`linux.resources` holds a value that cannot be applied."""
-
-
-def _type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number with a fraction"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
 
 
 class _Value:
@@ -265,7 +248,7 @@ class _Reader:
 
     def __init__(self, raw: object, path: str) -> None:
         if not isinstance(raw, dict):
-            raise ResourceError(f"{path}: must be an object, got {_type_name(raw)}")
+            raise ResourceError(f"{path}: must be an object, got {type_name(raw)}")
         self.raw: dict[str, Any] = raw
         self.path = path
 
@@ -284,7 +267,7 @@ class _Reader:
         if value is None:
             return None
         if not isinstance(value, list):
-            raise self.fail(key, f"must be a list, got {_type_name(value)}")
+            raise self.fail(key, f"must be a list, got {type_name(value)}")
         return value
 
     def items(self, key: str) -> list[_Reader]:
@@ -301,7 +284,7 @@ class _Reader:
                 raise self.fail(key, "required")
             return None
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(key, f"must be an integer, got {_type_name(value)}")
+            raise self.fail(key, f"must be an integer, got {type_name(value)}")
         if value == unset:
             return None
         if not low <= value <= high:
@@ -315,7 +298,7 @@ class _Reader:
                 raise self.fail(key, "required")
             return None
         if not isinstance(value, bool):
-            raise self.fail(key, f"must be a boolean, got {_type_name(value)}")
+            raise self.fail(key, f"must be a boolean, got {type_name(value)}")
         return value
 
     def string(self, key: str, required: bool = False) -> str | None:
@@ -325,7 +308,7 @@ class _Reader:
                 raise self.fail(key, "required")
             return None
         if not isinstance(value, str):
-            raise self.fail(key, f"must be a string, got {_type_name(value)}")
+            raise self.fail(key, f"must be a string, got {type_name(value)}")
         return value
 
 
@@ -345,7 +328,7 @@ def _memory(reader: _Reader) -> Memory:
     swappiness = reader.raw.get("swappiness")
     if swappiness is not None:
         if isinstance(swappiness, bool) or not isinstance(swappiness, int):
-            raise reader.fail("swappiness", f"must be an integer, got {_type_name(swappiness)}")
+            raise reader.fail("swappiness", f"must be an integer, got {type_name(swappiness)}")
         if not 0 <= swappiness <= 100:
             raise reader.fail("swappiness", f"must be between 0 and 100, got {swappiness}")
         memory.swappiness = swappiness
@@ -558,7 +541,7 @@ def _unified(reader: _Reader) -> dict[str, str]:
                 f'{table.path}: {name!r} is not a controller\'s file such as "memory.high"'
             )
         if not isinstance(content, str):
-            raise table.fail(name, f"must be a string, got {_type_name(content)}")
+            raise table.fail(name, f"must be a string, got {type_name(content)}")
         files[name] = content
     return files
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 import sys
 
 from inclavare.errors import InclavareError
+from inclavare.lightjson import type_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -232,27 +233,9 @@ def _invalid(path: str, problem: str) -> SeccompError:
     return SeccompError(f"config.json: {path}: {problem}")
 
 
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
 def _object(value: object, path: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise _invalid(path, f"must be an object, got {_kind(value)}")
+        raise _invalid(path, f"must be an object, got {type_name(value)}")
     return value
 
 
@@ -260,13 +243,13 @@ def _list(value: object, path: str) -> list[Any]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise _invalid(path, f"must be a list, got {_kind(value)}")
+        raise _invalid(path, f"must be a list, got {type_name(value)}")
     return value
 
 
 def _string(value: object, path: str) -> str:
     if not isinstance(value, str):
-        raise _invalid(path, f"must be a string, got {_kind(value)}")
+        raise _invalid(path, f"must be a string, got {type_name(value)}")
     return value
 
 
@@ -276,7 +259,7 @@ def _strings(value: object, path: str) -> list[str]:
 
 def _unsigned(value: object, path: str, maximum: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
-        raise _invalid(path, f"must be an unsigned integer, got {_kind(value)}")
+        raise _invalid(path, f"must be an unsigned integer, got {type_name(value)}")
     if not 0 <= value <= maximum:
         raise _invalid(path, f"{value} out of range (0 to {maximum})")
     return value
@@ -308,7 +291,7 @@ def _condition(raw: object, path: str) -> Condition:
             raise _invalid(f"{path}.{key}", "required")
     index = obj["index"]
     if not isinstance(index, int) or isinstance(index, bool):
-        raise _invalid(f"{path}.index", f"must be an unsigned integer, got {_kind(index)}")
+        raise _invalid(f"{path}.index", f"must be an unsigned integer, got {type_name(index)}")
     if not 0 <= index < _ARGUMENTS:
         raise _invalid(f"{path}.index", f"index {index} out of range (arguments are 0 to 5)")
     value = _unsigned(obj["value"], f"{path}.value", 2**64 - 1)

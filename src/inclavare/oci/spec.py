@@ -8,6 +8,7 @@ of strings"). Unknown properties are ignored, as the runtime-spec requires.
 from __future__ import annotations
 
 from inclavare.errors import InclavareError
+from inclavare.lightjson import type_name
 from inclavare.linux.constants import CAPABILITIES, NAMESPACES, RLIMITS
 
 TYPE_CHECKING = False
@@ -41,17 +42,6 @@ _JSON_TYPE_NAMES = {
 }
 
 
-def _type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    for kind, name in _JSON_TYPE_NAMES.items():
-        if isinstance(value, kind):
-            return name
-    return "a number" if isinstance(value, float) else type(value).__name__
-
-
 class _Object:
     """A JSON object being read, which knows its path for error messages."""
 
@@ -59,7 +49,7 @@ class _Object:
 
     def __init__(self, raw: object, path: str) -> None:
         if not isinstance(raw, dict):
-            raise SpecError(path, f"must be an object, got {_type_name(raw)}")
+            raise SpecError(path, f"must be an object, got {type_name(raw)}")
         self.raw: dict[str, Any] = raw
         self.path = path
 
@@ -77,7 +67,7 @@ class _Object:
             return default
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise SpecError(
-                self.where(key), f"must be {_JSON_TYPE_NAMES[kind]}, got {_type_name(value)}"
+                self.where(key), f"must be {_JSON_TYPE_NAMES[kind]}, got {type_name(value)}"
             )
         return value
 
@@ -102,7 +92,7 @@ class _Object:
         for index, item in enumerate(value):
             if not isinstance(item, str):
                 raise SpecError(
-                    f"{self.where(key)}[{index}]", f"must be a string, got {_type_name(item)}"
+                    f"{self.where(key)}[{index}]", f"must be a string, got {type_name(item)}"
                 )
         return value
 

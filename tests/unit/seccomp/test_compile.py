@@ -275,7 +275,7 @@ INVALID: list[tuple[str, object, str]] = [
     (
         "default errno a float",
         {"defaultAction": ERRNO, "defaultErrnoRet": 1.0},
-        ".defaultErrnoRet: must be an unsigned integer, got a number",
+        ".defaultErrnoRet: must be an unsigned integer, got a number with a fraction",
     ),
     (
         "default errno a boolean",
@@ -457,7 +457,7 @@ INVALID: list[tuple[str, object, str]] = [
     (
         "valueTwo a float",
         one_arg(valueTwo=0.5),
-        ".syscalls[0].args[0].valueTwo: must be an unsigned integer, got a number",
+        ".syscalls[0].args[0].valueTwo: must be an unsigned integer, got a number with a fraction",
     ),
     (
         "unknown operator",
