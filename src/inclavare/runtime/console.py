@@ -14,6 +14,7 @@ import fcntl
 import os
 import struct
 
+from inclavare.errors import InclavareError
 from inclavare.linux import syscalls
 from inclavare.linux.constants import MS_BIND
 
@@ -23,13 +24,13 @@ _TIOCGWINSZ = 0x5413
 
 
 def connect_console_socket(path: str) -> int:
-    """Connect to the AF_UNIX socket at path; the descriptor is returned."""
+    """Connect to the AF_UNIX socket at path (--console-socket); the descriptor is returned."""
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.connect(path)
-    except OSError:
+    except OSError as error:
         sock.close()
-        raise
+        raise InclavareError(f"connect to console socket {path}: {error.strerror}") from None
     return int(sock.detach())
 
 

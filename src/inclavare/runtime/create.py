@@ -240,12 +240,7 @@ def _launch(
     elif options.console_socket:
         from inclavare.runtime.console import connect_console_socket
 
-        try:
-            plan.console_socket_fd = connect_console_socket(options.console_socket)
-        except OSError as error:
-            raise InclavareError(
-                f"connect to console socket {options.console_socket}: {error.strerror}"
-            ) from None
+        plan.console_socket_fd = connect_console_socket(options.console_socket)
 
     ours, theirs = SyncChannel.pair()
     # The container's init is a grandchild: as a subreaper, rune becomes its parent when the

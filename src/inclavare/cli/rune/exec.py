@@ -176,12 +176,7 @@ def run(context: Context, options: Options, args: list[str]) -> int:
         if options.console_socket:
             from inclavare.runtime.console import connect_console_socket
 
-            try:
-                exec_options.console_socket_fd = connect_console_socket(options.console_socket)
-            except OSError as error:
-                raise InclavareError(
-                    f"connect to console socket {options.console_socket}: {error.strerror}"
-                ) from None
+            exec_options.console_socket_fd = connect_console_socket(options.console_socket)
         elif options.detach:
             raise InclavareError(
                 "cannot allocate a terminal when detached without --console-socket"
