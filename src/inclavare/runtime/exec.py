@@ -189,16 +189,12 @@ def start_process(container: Container, process: Process, options: ExecOptions) 
 
 
 def _join_cgroup(container: Container, pid: int) -> None:
-    from inclavare.cgroups import CgroupError
+    from inclavare.cgroups import Cgroup
 
-    for directory in container.record.get("cgroup_dirs_leaf", []):
-        try:
-            with open(os.path.join(directory, "cgroup.procs"), "w") as procs:
-                procs.write(str(pid))
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # a hierarchy gone, or a first child that has already exited
-        except OSError as error:
-            raise CgroupError(f"join cgroup {directory}: {error.strerror}") from None
+    try:
+        Cgroup.from_directories(container.record.get("cgroup_dirs_leaf", [])).add_process(pid)
+    except ProcessLookupError:
+        pass  # a first child that has already forked the process and exited
 
 
 def _alive(pid: int) -> bool:
