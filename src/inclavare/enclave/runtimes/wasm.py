@@ -48,6 +48,9 @@ class WasmRuntime(BuiltinRuntime):
         # Explicit bounds checks instead of fault handlers: enclave processes start with
         # default signal dispositions, and handlers installed here would not be there.
         config.signals_based_traps = False
+        # Memory images in memory files would be descriptors the children need; they
+        # close every descriptor they do not (see _run).
+        config.memory_init_cow = False
         self._engine = wasmtime.Engine(config)
         self.directories: list[str] = ["/"]
 
@@ -76,6 +79,10 @@ class WasmRuntime(BuiltinRuntime):
     ) -> int:  # pragma: no cover - runs in the forked child
         wasmtime = self._wasmtime
         assert isinstance(prepared, wasmtime.Module)
+        # The child does not execute a program, so nothing closes the init-runelet's
+        # descriptors (the agent socket, exec.fifo, other callers' stdio): close them.
+        os.closerange(3, report)
+        os.closerange(report + 1, 1 << 20)
         wasi = wasmtime.WasiConfig()
         wasi.argv = argv
         wasi.env = [entry.split("=", 1) for entry in env if "=" in entry]
@@ -104,8 +111,8 @@ class WasmRuntime(BuiltinRuntime):
             start(store)
         except wasmtime.ExitTrap as exit_trap:
             return int(exit_trap.code)
-        except wasmtime.WasmtimeError as error:
-            os.write(2, f"{self.name}: {argv[0]} trapped: {_first_line(error)}\n".encode())
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as error:
+            os.write(2, f"{self.name}: {argv[0]} trapped: {_cause(error)}\n".encode())
             return TRAP_EXIT_CODE
         return 0
 
@@ -113,3 +120,15 @@ class WasmRuntime(BuiltinRuntime):
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def _cause(error: BaseException) -> str:
+    """The reason of a wasmtime error, without its backtrace: the first line after
+    "Caused by:" (less its "0: " numbering), or the first line."""
+    lines = [line.strip() for line in str(error).strip().splitlines()]
+    if "Caused by:" in lines:
+        causes = [line for line in lines[lines.index("Caused by:") + 1 :] if line]
+        if causes:
+            number, separator, rest = causes[0].partition(": ")
+            return rest if separator and number.isdigit() else causes[0]
+    return _first_line(error)
