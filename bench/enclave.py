@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO_ROOT / "src"))
 from inclavare.cli.enclave_sign import main as enclave_sign  # noqa: E402
 from inclavare.oci.default_spec import default_spec  # noqa: E402
 
-HELLO_WAT = REPO_ROOT / "tests" / "integration" / "wasm" / "echo.wat"
+HELLO_WAT = REPO_ROOT / "tests" / "integration" / "wasm" / "hello.wat"
 
 
 def make_bundle(directory: Path, name: str, args: list[str], env: list[str]) -> Path:
@@ -82,7 +82,7 @@ def main() -> int:
             "ordinary": make_bundle(directory, "ordinary", hello, []),
             "native (signed)": make_bundle(directory, "native", hello, native),
             "native (unsigned)": make_bundle(directory, "unsigned", hello, native),
-            "wasm (signed)": make_bundle(directory, "wasm", ["/app/hello.wasm", "hello"], wasm),
+            "wasm (signed)": make_bundle(directory, "wasm", ["/app/hello.wasm"], wasm),
         }
         try:
             import wasmtime

@@ -130,8 +130,11 @@ def enclave_part(steps: Steps, directory: Path, rune: list[str]) -> None:
         nonce = os.urandom(16).hex()
         quote = directory / "quote.dat"
         show(
-            [*rune, "attest", "--isRA", "--quote-type", "ecdsa", "--nonce", nonce]
-            + ["--output", str(quote), "demo-enclave"]
+            [
+                *rune,
+                *("attest", "--isRA", "--quote-type", "ecdsa", "--nonce", nonce),
+                *("--output", str(quote), "demo-enclave"),
+            ]
         )
         steps.step(
             "shelter verify: the quote checked like a hardware quote, against this host's root",

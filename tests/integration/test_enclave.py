@@ -661,3 +661,10 @@ def test_spec_enclave_template(rune: Rune, tmp_path: Path) -> None:
     env = config["process"]["env"]
     assert "ENCLAVE_TYPE=sim" in env
     assert "ENCLAVE_RUNTIME_PATH=builtin:wasm" in env
+
+
+def test_wasm_hello_world(rune: Rune, wasm_bundle: Bundle, leaks: LeakCheck) -> None:
+    wasm_bundle.set_args("/app/hello.wasm").write()
+    container_id = leaks.new_id()
+    result = rune("run", "-b", str(wasm_bundle.path), container_id)
+    assert result.stdout == "hello from wasm\n"
