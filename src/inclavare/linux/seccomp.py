@@ -36,6 +36,7 @@ SCMP_ACT_KILL_THREAD; errnoRet and defaultErrnoRet default to EPERM.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from inclavare.errors import InclavareError
@@ -478,6 +479,21 @@ class SeccompFilter:
                 ) from None
             raise SeccompError(f"seccomp: loading the filter: {error.strerror}") from None
         _loaded.append(self._filter)
+
+    def bpf(self) -> bytes:
+        """The filter as the kernel takes it: an array of 8-byte BPF instructions."""
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        try:
+            with os.fdopen(write_end, "wb") as sink:  # a filter is far smaller than a pipe
+                self._filter.export_bpf(sink)
+            program = b""
+            while chunk := os.read(read_end, 65536):
+                program += chunk
+        except OSError as error:
+            raise SeccompError(f"seccomp: exporting the filter: {error.strerror}") from None
+        finally:
+            os.close(read_end)
+        return program
 
 
 def build_filter(profile: SeccompProfile) -> SeccompFilter:

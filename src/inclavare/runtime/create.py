@@ -36,11 +36,12 @@ from inclavare.runtime.container import (
     check_id,
 )
 from inclavare.runtime.init import InitPlan, run_stage1
-from inclavare.runtime.sync import SyncChannel
+from inclavare.runtime.sync import ContainerSetupError, SyncChannel
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from inclavare.cgroups.resources import Resources
+    from inclavare.enclave.runelet import EnclavePlan
     from inclavare.linux.seccomp import SeccompProfile
     from inclavare.oci.spec import IDMapping, Spec
 
@@ -168,9 +169,10 @@ def create_container(
     seccomp = _compile_seccomp(spec)
     resources = validate_resources(spec.linux.resources)
     warn_unsupported(spec)
+    state_dir = os.path.join(root, container_id)
+    enclave = _plan_enclave(spec, rootfs, state_dir)
 
     os.makedirs(root, 0o711, exist_ok=True)
-    state_dir = os.path.join(root, container_id)
     try:
         os.mkdir(state_dir, 0o711)
     except FileExistsError:
@@ -188,15 +190,31 @@ def create_container(
             "owner": "",
         },
     )
+    if enclave is not None:
+        container.record["enclave"] = enclave.description
     with StateLock(state_dir) as lock:
         try:
-            _launch(container, spec, options, lock.fd, seccomp, resources)
+            _launch(container, spec, options, lock.fd, seccomp, resources, enclave)
             if options.pid_file:
                 write_pid_file(options.pid_file, container.pid)
         except BaseException:
             abandon(container)
             raise
     return container
+
+
+def _plan_enclave(spec: Spec, rootfs: str, state_dir: str) -> EnclavePlan | None:
+    """The enclave of an enclave container, launched and checked before anything is made;
+    None for an ordinary container, which imports nothing of the enclave code."""
+    process = spec.process
+    mentioned = any(key.startswith("enclave.") for key in spec.annotations) or (
+        process is not None and any(entry.startswith("ENCLAVE_") for entry in process.env)
+    )
+    if not mentioned:
+        return None
+    from inclavare.runtime.enclave import prepare_enclave
+
+    return prepare_enclave(spec, rootfs, state_dir)
 
 
 def _compile_seccomp(spec: Spec) -> SeccompProfile | None:
@@ -215,6 +233,7 @@ def _launch(
     lock_fd: int,
     seccomp: SeccompProfile | None,
     resources: Resources,
+    enclave: EnclavePlan | None = None,
 ) -> None:
     record = container.record
     cgroup = open_cgroup(spec.linux.cgroups_path, container.id)
@@ -235,6 +254,7 @@ def _launch(
     plan.preserve_fds = options.preserve_fds
     plan.listen_fds = _listen_fds()
     plan.seccomp = seccomp
+    plan.enclave = enclave
     if options.console_socket_fd >= 0:
         plan.console_socket_fd = options.console_socket_fd
     elif options.console_socket:
@@ -303,10 +323,19 @@ def _follow_init(
         creating=container.hook_state(CREATING),
         started=container.hook_state(CREATED),
     )
+    enclave_step = ""
     while True:
-        message = channel.receive()
+        try:
+            message = channel.receive()
+        except ContainerSetupError as error:
+            if enclave_step and "without reporting why" in str(error):
+                raise _enclave_crash(container, enclave_step, pid) from None
+            raise
         if message["type"] == "ready":
             break
+        if message["type"] == "enclave":
+            enclave_step = str(message["step"])  # the init is about to call into the runtime
+            continue
         if message["type"] != "hooks":
             raise InclavareError(f"container init sent {message['type']!r} unexpectedly")
         from inclavare.runtime.hooks import run_hooks
@@ -317,6 +346,29 @@ def _follow_init(
         channel.send("hooks-done")
     del record["phase"]
     container.save()
+
+
+def _enclave_crash(container: Container, step: str, pid: int) -> InclavareError:
+    """The error for an init that died inside the enclave runtime's `step`."""
+    runtime = container.record.get("enclave", {}).get("runtime", "?")
+    how = "exited"
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+    else:
+        if os.WIFSIGNALED(status):
+            import signal
+
+            number = os.WTERMSIG(status)
+            try:
+                how = f"was killed by {signal.Signals(number).name}"
+            except ValueError:
+                how = f"was killed by signal {number}"
+        else:
+            how = f"exited with status {os.WEXITSTATUS(status)}"
+    where = "while loading it" if step == "load" else f"in {step}"
+    return InclavareError(f"enclave runtime {runtime} crashed {where}: the container init {how}")
 
 
 def abandon(container: Container) -> None:

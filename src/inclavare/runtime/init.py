@@ -25,6 +25,7 @@ from inclavare.linux.constants import CLONE_NEWCGROUP, CLONE_NEWUSER, NAMESPACES
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from inclavare.enclave.runelet import EnclavePlan, Runelet
     from inclavare.linux.seccomp import SeccompFilter, SeccompProfile
     from inclavare.oci.spec import Spec
     from inclavare.runtime.sync import SyncChannel
@@ -39,12 +40,14 @@ class InitPlan:
         "cgroup_version",
         "console_socket_fd",
         "container_id",
+        "enclave",
         "fifo_path",
         "keyring",
         "listen_fds",
         "no_pivot",
         "preserve_fds",
         "rootfs",
+        "runelet",
         "seccomp",
         "seccomp_filter",
         "spec",
@@ -67,6 +70,9 @@ class InitPlan:
         self.started_state = ""
         self.seccomp: SeccompProfile | None = None
         self.seccomp_filter: SeccompFilter | None = None
+        # An enclave container: its init becomes the init-runelet (enclave/runelet.py).
+        self.enclave: EnclavePlan | None = None
+        self.runelet: Runelet | None = None
 
     def namespaces_to_join(self) -> list[tuple[str, str]]:
         """(type, path) of existing namespaces, the user namespace first."""
@@ -175,6 +181,8 @@ def run_stage2(plan: InitPlan, channel: SyncChannel) -> None:
         _fail(channel, error)
         os._exit(1)
     channel.close()
+    if plan.runelet is not None:
+        _serve_enclave(plan, plan.runelet, env)
     try:
         # Blocks until `start` opens the fifo for reading.
         fifo = os.open(plan.fifo_path, os.O_WRONLY | os.O_CLOEXEC)
@@ -197,6 +205,26 @@ def run_stage2(plan: InitPlan, channel: SyncChannel) -> None:
             os.write(fifo, describe(error).encode(errors="replace")[:4000])
         except OSError:
             pass
+    os._exit(1)
+
+
+def _serve_enclave(plan: InitPlan, runelet: Runelet, env: dict[str, str]) -> None:
+    """The enclave container's init never executes the program: the init-runelet runs it
+    through the enclave runtime once started, and lives as long as it does. Never returns."""
+    from inclavare.runtime import hooks
+
+    process = plan.spec.process
+    assert process is not None
+    try:
+        if plan.seccomp_filter is not None and process.no_new_privileges:
+            plan.seccomp_filter.load()  # before the runelet starts any thread
+
+        def on_start() -> None:
+            hooks.run_hooks(plan.spec.hooks["startContainer"], "startContainer", plan.started_state)
+
+        runelet.serve(plan.fifo_path, on_start, process.args, [f"{k}={v}" for k, v in env.items()])
+    except BaseException as error:
+        os.write(2, f"rune: enclave container init: {describe(error)}\n".encode(errors="replace"))
     os._exit(1)
 
 
@@ -239,6 +267,8 @@ def _prepare_container(plan: InitPlan, channel: SyncChannel) -> tuple[str, dict[
         channel.receive("hooks-done")
     if spec.hooks["createContainer"]:
         hooks.run_hooks(spec.hooks["createContainer"], "createContainer", states.get()["creating"])
+    if plan.enclave is not None:
+        plan.runelet = _prepare_enclave(plan.enclave, channel, states)
     # The fifo is reached through a descriptor opened before the host's root disappears.
     fifo_dir = os.open(os.path.dirname(plan.fifo_path), os.O_PATH | os.O_CLOEXEC)
     plan.fifo_path = f"/proc/self/fd/{fifo_dir}/{os.path.basename(plan.fifo_path)}"
@@ -272,6 +302,21 @@ def _prepare_container(plan: InitPlan, channel: SyncChannel) -> tuple[str, dict[
     return program, env
 
 
+def _prepare_enclave(enclave: EnclavePlan, channel: SyncChannel, states: _States) -> Runelet:
+    """Load the enclave runtime from the host and initialise it (before pivot_root). rune
+    hears of each runtime entry point before it is called, to name it if the init dies."""
+    from inclavare.enclave.runelet import Runelet
+
+    states.get()  # from here on rune reads what the init sends
+
+    def step(name: str) -> None:
+        channel.send("enclave", step=name)
+
+    runelet = Runelet(enclave)
+    runelet.prepare(step)
+    return runelet
+
+
 def _import_what_runs_inside(spec: Spec) -> None:
     """Import now every module used after pivot_root: from then on, the host's Python
     library is out of reach, and only modules already in sys.modules can be used."""
@@ -297,4 +342,6 @@ def _become_the_process(plan: InitPlan) -> tuple[str, dict[str, str]]:
         preserve_fds=plan.preserve_fds,
         listen_fds=plan.listen_fds,
         seccomp=plan.seccomp_filter,
+        # an enclave's program is run by its runtime: a wasm module need not be executable
+        executable=plan.enclave is None,
     )

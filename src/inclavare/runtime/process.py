@@ -143,6 +143,7 @@ def become(
     preserve_fds: int = 0,
     listen_fds: int = 0,
     seccomp: SeccompFilter | None = None,
+    executable: bool = True,
 ) -> tuple[str, dict[str, str]]:
     """Take on the process's session keyring (a new one named `keyring`, unless None),
     oom_score_adj, limits, descriptors, identity, capabilities and working directory, in
@@ -150,11 +151,15 @@ def become(
 
     Without noNewPrivileges, the seccomp filter is loaded here, while the process still has
     CAP_SYS_ADMIN; with it, the caller loads it right before execve, as runc does, so that
-    the profile constrains as few of rune's own system calls as possible."""
+    the profile constrains as few of rune's own system calls as possible.
+
+    With `executable` false the program is not looked up (an enclave runtime runs it) and
+    the returned program is empty."""
     from inclavare.linux.proc import close_fds_from, set_oom_score_adj
 
     env = environment(process)
-    look_path(process.args[0], env, process.cwd)  # before anything irreversible
+    if executable:
+        look_path(process.args[0], env, process.cwd)  # before anything irreversible
     if keyring is not None:
         syscalls.join_session_keyring(keyring)
     if process.oom_score_adj is not None:
@@ -179,7 +184,7 @@ def become(
         os.chdir(process.cwd)
     except OSError as error:
         raise OSError(error.errno, f"working directory {process.cwd}: {error.strerror}") from None
-    program = look_path(process.args[0], env, process.cwd)
+    program = look_path(process.args[0], env, process.cwd) if executable else ""
     if process.no_new_privileges:
         set_no_new_privileges()
     return program, dict(entry.split("=", 1) for entry in env)

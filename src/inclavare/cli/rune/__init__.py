@@ -23,6 +23,7 @@ DEFAULT_ROOT = "/run/rune"
 
 # command -> one-line description; the module inclavare.cli.rune.<command> implements it
 COMMANDS = {
+    "attest": "get a local report or a quote of an enclave container's enclave",
     "create": "create a container",
     "delete": "delete any resources held by the container, often used with detached containers",
     "events": "display container events such as OOM notifications and cgroup statistics",

@@ -156,8 +156,10 @@ def run(context: Context, options: Options, args: list[str]) -> int:
     from inclavare.runtime.exec import ExecOptions, check_can_exec, start_process, wait_for
     from inclavare.runtime.foreground import SignalForwarder, proxy_terminal
 
-    forwarder = None if options.detach else SignalForwarder()
     container = Container.load(context.root, args[0])
+    if container.record.get("enclave"):
+        return _run_in_enclave(container, options, args)
+    forwarder = None if options.detach else SignalForwarder()
     check_can_exec(container, options.ignore_paused)
     if options.cgroup:
         raise InclavareError(
@@ -208,3 +210,38 @@ def run(context: Context, options: Options, args: list[str]) -> int:
         os.close(proxy_socket)
         return proxy_terminal(master, pid)
     return wait_for(pid)
+
+
+# Flags that shape a process's identity or terminal, which an enclave runtime does not take:
+# its processes run as the enclave, with the descriptors rune passes.
+_NOT_FOR_ENCLAVES = (
+    ("tty", "--tty"),
+    ("console_socket", "--console-socket"),
+    ("user", "--user"),
+    ("additional_gids", "--additional-gids"),
+    ("cap", "--cap"),
+    ("preserve_fds", "--preserve-fds"),
+    ("cgroup", "--cgroup"),
+)
+
+
+def _run_in_enclave(container: Container, options: Options, args: list[str]) -> int:
+    """exec in an enclave container: the init-runelet starts the process through the enclave
+    runtime, with argv and env as arrays and rune's standard streams."""
+    from inclavare.errors import InclavareError
+    from inclavare.runtime.enclave import exec_in_enclave
+    from inclavare.runtime.exec import check_can_exec
+
+    check_can_exec(container, options.ignore_paused)
+    for attribute, flag in _NOT_FOR_ENCLAVES:
+        if getattr(options, attribute):
+            raise InclavareError(
+                f"{flag} is not supported in enclave containers: their processes are started "
+                "by the enclave runtime with the enclave's identity"
+            )
+    process = build_process(container, options, args[1:])
+    if process.terminal:
+        raise InclavareError("a terminal is not supported in enclave containers")
+    return exec_in_enclave(
+        container, process.args, process.env, process.cwd, options.detach, options.pid_file
+    )
