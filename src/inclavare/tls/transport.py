@@ -190,6 +190,8 @@ class OpenSslContext(TlsContext):
                 return True
             check = connection.get_app_data()
             # OpenSSL may call back more than once for the leaf; the first answer stands.
+            # (Its alert for a refused self-signed certificate is unknown_ca: pyOpenSSL offers
+            # no way to choose another.)
             if getattr(check, "checked", False):
                 return getattr(check, "reason", None) is None
             leaf = crypto.dump_certificate(crypto.FILETYPE_ASN1, x509)
