@@ -57,7 +57,7 @@ def add_flags(parser: argparse.ArgumentParser, default_ip: str) -> None:
     flag("-m", "--mutual", action="store_true", help="mutual attestation: the client attests too")
     flag("-l", "--log-level", default="info", choices=list(LOG_LEVELS), help="default: info")
     flag("-i", "--ip", default=default_ip, help=f"IP address (default: {default_ip})")
-    flag("-p", "--port", type=int, default=1234, help="TCP port (default: 1234)")
+    flag("-p", "--port", type=int, default=1234, help="TCP port (default: 1234; 0: any free port)")
     flag("-D", "--debug-enclave", action="store_true", help="attest as a debug enclave (sim)")
     flag("--policy", metavar="FILE", help="attestation policy the peer must satisfy (TOML/JSON)")
     flag("--cert-out", metavar="FILE", help="write the certificate this side presents (PEM)")
@@ -96,7 +96,7 @@ def build_config(args: argparse.Namespace) -> Config:
             roots.extend(parse_certificates(_read(path, "--roots")))
         except MalformedEvidence as error:
             raise UsageError(f"--roots {path}: not a certificate file ({error})") from None
-    if args.port <= 0 or args.port > 65535:
+    if args.port < 0 or args.port > 65535:
         raise UsageError(f"--port {args.port} is not a TCP port")
     if args.timeout <= 0:
         raise UsageError("--timeout must be positive")

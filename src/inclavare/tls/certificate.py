@@ -173,7 +173,7 @@ def decode_endorsements(data: bytes) -> Endorsements:
             f"endorsements extension {OID_TCG_ENDORSEMENTS} is not CBOR tag {TAG_INTEL_QUOTE}"
         )
     items = value.value
-    if not isinstance(items, list) or len(items) not in (8, 9):
+    if not isinstance(items, list | tuple) or len(items) not in (8, 9):
         raise CertificateFormatError("endorsements must be an array of 8 or 9 items")
     version, *fields = items
     if not isinstance(version, int) or isinstance(version, bool) or version < 0:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -54,6 +54,9 @@ class Config:
     # Use the collateral a peer's certificate carries (extension 2.23.133.5.4.2) when none
     # is configured; it is signed by Intel and checked like any other.
     use_peer_endorsements: bool = True
+    # The verification time (None: the current time at each verification), for checking
+    # recorded certificates offline.
+    at: datetime | None = None
     on_verified: VerificationCallback | None = None
     debug_enclave: bool = False
     sim_identity: EnclaveIdentity | None = None

@@ -87,6 +87,16 @@ class EnclaveTls:
             sim_identity=config.sim_identity,
             sim_dir=config.sim_dir,
         )
+        for registry, chosen in (
+            (ATTESTERS, config.attester),
+            (VERIFIERS, config.verifier),
+            (TLS_WRAPPERS, config.tls),
+            (CRYPTO_WRAPPERS, config.crypto),
+        ):
+            if isinstance(chosen, str) and chosen not in registry.plugins():
+                raise ConfigurationError(
+                    f"unknown {registry.kind} {chosen!r} (known: {', '.join(registry.names())})"
+                )
         self.tls_wrapper = (
             TLS_WRAPPERS.create(config.tls, self.options)
             if config.tls
@@ -283,7 +293,7 @@ class EnclaveTls:
 
         assert certificate.tagged is not None
         try:
-            check_validity(certificate.certificate, datetime.now(UTC))
+            check_validity(certificate.certificate, self.config.at or datetime.now(UTC))
             check_key_binding(certificate.tagged, certificate.spki)
         except (VerificationFailed, MalformedEvidence) as error:
             raise PeerRejected(str(error)) from None
@@ -381,7 +391,7 @@ class EnclaveTls:
         if collateral is None and self.config.use_peer_endorsements and certificate.endorsements:
             collateral = certificate.endorsements.collateral()
         return VerificationInputs(
-            at=datetime.now(UTC),
+            at=self.config.at or datetime.now(UTC),
             trust=trust,
             pck_certificates=roots,
             endorsement_key=self.config.endorsement_key,

@@ -91,7 +91,7 @@ class Establishment:
             return error
         if isinstance(error, TimeoutError):
             stage = "the session-evidence exchange" if self.exchange else "the TLS handshake"
-            return HandshakeTimeout(f"{stage} did not complete within {timeout:g} s")
+            return HandshakeTimeout(f"{stage} did not complete within {timeout:.3g} s")
         if reason is not None:
             return PeerRejected(reason)
         if isinstance(error, TlsFailure):

@@ -149,7 +149,7 @@ class TlsContext:
 
 class OpenSslContext(TlsContext):
     def __init__(self, settings: TlsSettings) -> None:
-        from OpenSSL import SSL, crypto
+        from OpenSSL import SSL
 
         self.settings = settings
         context = SSL.Context(SSL.TLS_METHOD)
@@ -158,11 +158,10 @@ class OpenSslContext(TlsContext):
         context.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_COMPRESSION)
         context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
         if settings.certificate is not None and settings.private_key is not None:
-            context.use_certificate(
-                crypto.load_certificate(crypto.FILETYPE_ASN1, settings.certificate)
-            )
-            key = crypto.PKey.from_cryptography_key(settings.private_key)  # type: ignore[arg-type]
-            context.use_privatekey(key)
+            from cryptography import x509
+
+            context.use_certificate(x509.load_der_x509_certificate(settings.certificate))
+            context.use_privatekey(settings.private_key)  # type: ignore[arg-type]
             context.check_privatekey()
         if settings.request_peer_certificate:
             mode = SSL.VERIFY_PEER
