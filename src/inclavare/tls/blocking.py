@@ -244,10 +244,19 @@ class Session:
                 _send_all(self._connection, self._sock, bytes(data), self._deadline())
         except TlsFailure as error:
             raise failure_after_handshake(error) from None
-        except TransportClosed:
-            raise ConnectionClosed("the peer closed the session") from None
-        except (BrokenPipeError, ConnectionResetError):
-            raise ConnectionClosed("the peer closed the session") from None
+        except (TransportClosed, BrokenPipeError, ConnectionResetError):
+            raise self._closed_by_peer() from None
+
+    def _closed_by_peer(self) -> Exception:
+        """Why the peer closed: the alert it sent before closing, if it can still be read."""
+        try:
+            self._sock.setblocking(False)
+            self._connection.recv(1)
+        except TlsFailure as error:
+            return failure_after_handshake(error)
+        except (WantRead, WantWrite, TransportClosed, OSError):
+            pass
+        return ConnectionClosed("the peer closed the session")
 
     send = sendall
 

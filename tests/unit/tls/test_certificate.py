@@ -298,3 +298,18 @@ def test_legacy_carriers_read_through_attestation(vectors: object) -> None:
     der = parse_certificates(vectors.read(LEGACY))[0].der
     assert read_certificate(der).tagged is None
     assert read_certificate(_pem(der)).der == der
+
+
+def test_certificate_ending_with_a_zero_byte_is_read() -> None:
+    """A DER certificate may end with 0x00 (its signature's last byte): not padding."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    evidence = _sim_evidence(spki_of(key))
+    for _ in range(4000):
+        der = build_certificate(key, evidence)
+        if der.endswith(b"\x00"):
+            break
+    else:
+        pytest.skip("no signature ending with a zero byte was drawn")
+    assert read_certificate(der).der == der
+    assert _client().verify_certificate(der).verified
+    assert parse_certificates(der + b"\x00\x00")[0].der == der  # NUL padding still accepted

@@ -22,6 +22,7 @@ from inclavare.tls.certificate import build_certificate, claims_buffer, spki_of
 from inclavare.tls.config import Config
 from inclavare.tls.endpoint import EnclaveTls
 from inclavare.tls.errors import (
+    ConnectionClosed,
     HandshakeTimeout,
     PeerRejected,
     ProtocolError,
@@ -155,6 +156,10 @@ def test_policy_refusal_has_its_reason_and_the_peer_an_alert(
     except RejectedByPeer as refused:
         expected = "rejected this side's evidence" if session_evidence else "TLS alert"
         assert expected in str(refused)
+    except ConnectionClosed:
+        # Without session evidence the client's handshake ends before the server judges it;
+        # a write racing the server's abort can meet a reset that discards the alert.
+        assert not session_evidence
     error = running.wait_errors(1)[0]
     assert isinstance(error, PeerRejected) and str(error) == reason
     # And the client side refuses a server its own policy does not accept.
@@ -310,13 +315,12 @@ def _client_hello(tls: EnclaveTls) -> bytes:
     return connection.outgoing()
 
 
-def test_hostile_clients_are_refused_and_others_served(
-    serve: Serve, sim_client: EnclaveTls
-) -> None:
+def test_hostile_clients_are_refused_and_others_served(sim_client: EnclaveTls) -> None:
     server = EnclaveTls(replace(SIM, handshake_timeout=1.5, mutual=True), server=True)
-    running = serve(server)
+    threads = threading.active_count()
+    running = Running(server)
     _round_trip(sim_client, running)
-    threads, fds = threading.active_count(), open_fds()
+    fds = open_fds()
     hello = _client_hello(sim_client)
     _raw(running.address, hello[: len(hello) // 2])  # truncated handshake
     _raw(running.address, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # not TLS
@@ -345,7 +349,8 @@ def test_hostile_clients_are_refused_and_others_served(
     _round_trip(sim_client, running)
     time.sleep(0.2)
     assert open_fds() <= fds
-    assert threading.active_count() <= threads + 1  # at most the pool's idle worker
+    running.stop()
+    assert threading.active_count() == threads
 
 
 def test_client_gives_up_on_a_silent_server() -> None:
