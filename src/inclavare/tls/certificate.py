@@ -24,6 +24,7 @@ verification itself is `inclavare.attestation`'s.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 from collections.abc import Mapping
@@ -306,7 +307,13 @@ class EvidenceCertificate:
 
 def read_certificate(data: bytes) -> EvidenceCertificate:
     """Read a certificate (DER or PEM) and find its evidence; malformed input is an error."""
-    data = bytes(data)
+    return _read_certificate(bytes(data))
+
+
+# The result is an immutable value of the bytes alone, and a client meets the same server
+# certificate in every session: one reading per distinct certificate is enough.
+@functools.lru_cache(maxsize=256)
+def _read_certificate(data: bytes) -> EvidenceCertificate:
     if len(data) > MAX_CERTIFICATE_SIZE:
         raise CertificateFormatError(
             f"certificate too large ({len(data)} bytes; at most {MAX_CERTIFICATE_SIZE})"
