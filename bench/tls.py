@@ -11,6 +11,8 @@ In one run, over loopback, with the server in its own process:
   Enclave-TLS against plain TLS.
 
 Both ratios are printed (Enclave-TLS / plain). Targets: handshakes >= 0.5, throughput >= 0.95.
+Client and server share the machine's cores; on a small or busy machine the figures vary from
+run to run, which the alternating rounds and medians only partly absorb.
 
     python bench/tls.py [--seconds N] [--megabytes N]
 """
@@ -48,7 +50,6 @@ def plain_contexts() -> tuple[SSL.Context, SSL.Context]:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
-    from OpenSSL import crypto
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "plain TLS benchmark")])
@@ -70,8 +71,8 @@ def plain_contexts() -> tuple[SSL.Context, SSL.Context]:
         context.set_options(SSL.OP_NO_TICKET)
         context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
         if server:
-            context.use_certificate(crypto.X509.from_cryptography(certificate))
-            context.use_privatekey(crypto.PKey.from_cryptography_key(key))
+            context.use_certificate(certificate)
+            context.use_privatekey(key)
         else:
             # The client checks the server's signature in the handshake, as Enclave-TLS does;
             # it trusts the self-signed certificate (the callback accepts it).
