@@ -83,6 +83,7 @@ bench: install
 	$(VENV)/bin/python bench/exec.py
 	$(VENV)/bin/python bench/containerd.py
 	$(VENV)/bin/python bench/verify.py
+	$(VENV)/bin/python bench/tls.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache $(SYSCALLS_EXT) \

@@ -20,6 +20,8 @@ PROGRAMS = {
     "rune": ("inclavare.cli.rune", True),
     "shelter": ("inclavare.cli.shelter", False),
     "enclave-sign": ("inclavare.cli.enclave_sign", False),
+    "enclave-tls-server": ("inclavare.cli.enclave_tls_server", False),
+    "enclave-tls-client": ("inclavare.cli.enclave_tls_client", False),
 }
 
 

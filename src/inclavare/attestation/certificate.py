@@ -184,10 +184,17 @@ def parse_certificates(data: bytes, strict: bool = False) -> list[Certificate]:
 
 @functools.lru_cache(maxsize=256)
 def _parse_certificates(data: bytes, strict: bool) -> tuple[Certificate, ...]:
-    data = data.rstrip(b"\x00")
     if data[:1] == bytes([der.SEQUENCE]) or b"-----BEGIN" not in data:
         # DER, even when a certificate holds PEM text (a quote's PCK chain) somewhere inside.
-        return tuple(Certificate.from_der(tlv.encoded) for tlv in der.iter_tlvs(data))
+        # NULs after the last certificate (C strings) are padding; a certificate may itself
+        # end with a zero byte (its signature's last byte), so nothing is stripped blindly.
+        certificates = []
+        offset = 0
+        while offset < len(data) and data[offset:].strip(b"\x00"):
+            tlv, offset = der.read_tlv(data, offset)
+            certificates.append(Certificate.from_der(tlv.encoded))
+        return tuple(certificates)
+    data = data.rstrip(b"\x00")
     certificates = []
     position = 0
     for match in PEM_CERTIFICATE.finditer(data):

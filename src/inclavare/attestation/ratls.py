@@ -245,23 +245,50 @@ def _carries_ias_report(certificate: Certificate) -> bool:
 def _check_tcg_extension(
     certificate: Certificate, value: bytes, inputs: VerificationInputs
 ) -> Verdict:
-    tagged = parse_tagged_evidence(value)
+    return check_bound_tagged_evidence(value, certificate.spki, inputs)
+
+
+def check_bound_tagged_evidence(
+    data: bytes, spki: bytes, inputs: VerificationInputs, nonce: bytes | None = None
+) -> Verdict:
+    """Tagged evidence bound to the key `spki` (a DER SubjectPublicKeyInfo).
+
+    The claims' pubkey-hash must be the hash of `spki`; when `nonce` is given, the claims'
+    nonce must be exactly `nonce` (evidence made for another session or challenge fails).
+    Raises `VerificationFailed` or `MalformedEvidence` naming the first failed check.
+    """
+    tagged = parse_tagged_evidence(data)
+    check_key_binding(tagged, spki)
+    if nonce is not None:
+        claimed = tagged.claims.get("nonce")
+        if not isinstance(claimed, bytes):
+            raise VerificationFailed(
+                "the evidence claims have no nonce, but a fresh one is required"
+            )
+        if claimed != nonce:
+            raise VerificationFailed(
+                "evidence replayed: its nonce is not the one expected (made for another session)"
+            )
+    verdict = _check_tagged(tagged, inputs)
+    claims = dict(verdict.claims)
+    claimed_nonce = tagged.claims.get("nonce")
+    if isinstance(claimed_nonce, bytes):
+        claims["nonce"] = claimed_nonce.hex()
+    return Verdict(
+        True, verdict.tee, None, claims, verdict.tcb_status, verdict.chain, verdict.warnings
+    )
+
+
+def check_key_binding(tagged: TaggedEvidence, spki: bytes) -> None:
+    """The claims' pubkey-hash must be the hash of `spki` (a DER SubjectPublicKeyInfo)."""
     pubkey_hash = tagged.claims.get("pubkey-hash")
     if not isinstance(pubkey_hash, bytes):
         raise VerificationFailed("the evidence claims have no pubkey-hash")
     algorithm, digest = _hash_entry(pubkey_hash)
-    if hashlib.new(algorithm, certificate.spki).digest() != digest:
+    if hashlib.new(algorithm, spki).digest() != digest:
         raise VerificationFailed(
             "the evidence's pubkey-hash is not the hash of the certificate's public key"
         )
-    verdict = _check_tagged(tagged, inputs)
-    claims = dict(verdict.claims)
-    nonce = tagged.claims.get("nonce")
-    if isinstance(nonce, bytes):
-        claims["nonce"] = nonce.hex()
-    return Verdict(
-        True, verdict.tee, None, claims, verdict.tcb_status, verdict.chain, verdict.warnings
-    )
 
 
 def _hash_entry(encoded: bytes) -> tuple[str, bytes]:

@@ -54,6 +54,28 @@ def verify_evidence(evidence: bytes, inputs: VerificationInputs) -> Verdict:
         return Verdict.failure(tee, str(failure))
 
 
+def verify_bound_evidence(
+    evidence: bytes, spki: bytes, inputs: VerificationInputs, nonce: bytes | None = None
+) -> Verdict:
+    """Verify TCG tagged evidence taken out of its carrier, bound to an expected key.
+
+    `evidence` is the CBOR-tagged `[evidence, claims]` of extension 2.23.133.5.4.9, received
+    on its own (e.g. evidence an attested TLS peer sent for one session); `spki` is the DER
+    SubjectPublicKeyInfo its claims must name in "pubkey-hash", `nonce` the value its
+    "nonce" claim must hold, if any. Raises `UnrecognisedEvidence` for bytes that are not
+    tagged evidence; every other failure is a verdict.
+    """
+    from inclavare.attestation import ratls
+
+    evidence = bytes(evidence)
+    if not ratls.looks_like_tagged_evidence(evidence):
+        raise UnrecognisedEvidence("the evidence is not CBOR-tagged TEE evidence")
+    try:
+        return ratls.check_bound_tagged_evidence(evidence, bytes(spki), inputs, nonce)
+    except (VerificationFailed, MalformedEvidence) as failure:
+        return Verdict.failure(ratls.guess_tee(evidence), str(failure))
+
+
 def _check_quote(evidence: bytes, inputs: VerificationInputs) -> Verdict:
     from inclavare.attestation import dcap, intel_quote
 
