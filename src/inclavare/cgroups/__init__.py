@@ -382,7 +382,22 @@ def thaw(leaves: Sequence[str]) -> None:
 
 
 def is_frozen(leaves: Sequence[str]) -> bool:
-    return driver_for(leaves).is_frozen()
+    """Whether the container's cgroup is frozen (or freezing). Every status query asks this,
+    so it reads the freezer's file directly: the v1 freezer hierarchy's `freezer.state`, or
+    cgroup v2's `cgroup.freeze` where there is no v1 freezer."""
+    for leaf in leaves:
+        try:
+            with open(os.path.join(leaf, "freezer.state")) as state:
+                return state.read().strip() in ("FROZEN", "FREEZING")
+        except FileNotFoundError:
+            continue
+    for leaf in leaves:
+        try:
+            with open(os.path.join(leaf, "cgroup.freeze")) as state:
+                return state.read().strip() == "1"
+        except FileNotFoundError:
+            continue
+    return False
 
 
 def stats(leaves: Sequence[str]) -> dict[str, Any]:
