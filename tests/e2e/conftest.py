@@ -116,8 +116,10 @@ def dockerd(
         "--containerd-plugins-namespace",
         "rune-e2e-docker-plugins",
     ]
+    # rune, started by the daemon's shims, keeps the sim TEE's platform in the test's directory
+    environment = dict(os.environ, INCLAVARE_SIM_DIR=f"{directory}/sim")
     with open(log, "wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=sink)
+        process = subprocess.Popen(command, stdout=sink, stderr=sink, env=environment)
     daemon = Dockerd(directory, process)
     try:
         wait_for_socket(daemon.socket, process, log)

@@ -95,6 +95,47 @@ def test_docker_limits_update_pause(dockerd: Dockerd, image_archive: tuple[objec
     dockerd.docker("rm", "--force", "limited")
 
 
+def test_docker_runs_and_execs_an_enclave_container(
+    dockerd: Dockerd, image_archive: tuple[object, str]
+) -> None:
+    """The architecture's first flow: `docker run --runtime rune -e ENCLAVE_TYPE=sim ...`."""
+    enclave = ["-e", "ENCLAVE_TYPE=sim", "-e", "ENCLAVE_RUNTIME_PATH=builtin:native"]
+    once = dockerd.docker(
+        "run",
+        "--rm",
+        "--runtime",
+        "rune",
+        "--network",
+        "none",
+        *enclave,
+        image_archive[1],
+        "sh",
+        "-c",
+        "echo hello from a sim enclave; exit 5",
+        check=False,
+    )
+    assert (once.returncode, once.stdout) == (5, "hello from a sim enclave\n"), once.stderr
+    dockerd.docker(
+        "run",
+        "-d",
+        "--name",
+        "enclave",
+        "--runtime",
+        "rune",
+        "--network",
+        "none",
+        *enclave,
+        image_archive[1],
+        "sleep",
+        "300",
+    )
+    executed = dockerd.docker(
+        "exec", "enclave", "sh", "-c", "echo inside the enclave; exit 3", check=False, timeout=60
+    )
+    assert (executed.returncode, executed.stdout) == (3, "inside the enclave\n"), executed.stderr
+    dockerd.docker("rm", "--force", "enclave")
+
+
 def test_docker_reports_runtime_errors(dockerd: Dockerd, image_archive: tuple[object, str]) -> None:
     failed = dockerd.docker(
         "run",

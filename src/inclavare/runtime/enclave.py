@@ -210,42 +210,75 @@ def exec_in_enclave(
     pid_file: str = "",
 ) -> int:
     """Run a process in the enclave with rune's standard streams; unless detached, pass on
-    the signals rune gets and return the process's exit status."""
-    import signal
+    the signals rune gets and return the process's exit status.
 
+    The process is the enclave runtime's, a child of the container's init, which its caller
+    cannot wait for. Detached, rune therefore leaves a proxy behind, whose pid goes to the
+    pid file: it waits for the process's end through the agent, passes signals on, and exits
+    with the same status, so a shim that waits for the pid (containerd's, for `docker exec`)
+    sees what it would see with runc."""
     client = AgentClient(container)
     try:
         reply = client.request(agent.Exec(tuple(argv), tuple(env), cwd, (0, 1, 2)))
         assert isinstance(reply, agent.Started)
+        if not detach:
+            if pid_file:
+                from inclavare.runtime.create import write_pid_file
+
+                write_pid_file(pid_file, reply.pid)
+            return _follow(client, container, reply.pid)
+        proxy = os.fork()
+        if proxy == 0:
+            _become_proxy(client, container, reply.pid)
         if pid_file:
             from inclavare.runtime.create import write_pid_file
 
-            write_pid_file(pid_file, reply.pid)
-        if detach:
-            return 0
-
-        def forward(number: int, frame: object) -> None:
-            try:
-                client.send(agent.Signal(number))
-            except (OSError, agent.AgentProtocolError):
-                pass
-
-        for number in range(1, signal.NSIG):
-            if number in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGPIPE):
-                continue
-            try:
-                signal.signal(number, forward)
-            except (OSError, ValueError):
-                pass
-        while True:
-            message = client.receive()
-            if message is None:
-                raise EnclaveError(
-                    f"the enclave container {container.id} stopped before process {reply.pid} ended"
-                )
-            if isinstance(message, agent.Exited):
-                return message.code
-            if isinstance(message, agent.Error):
-                log.warning(message.message)  # a signal that could not be delivered
+            write_pid_file(pid_file, proxy)
+        return 0
     finally:
         client.close()
+
+
+def _become_proxy(client: AgentClient, container: Container, pid: int) -> None:
+    """The detached exec's stand-in. Never returns."""
+    code = 255
+    try:
+        # The enclave process has the caller's streams; the proxy must not keep them open.
+        null = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+        code = _follow(client, container, pid)
+    except BaseException as error:
+        log.error(f"exec proxy for process {pid}: {error}")
+    finally:
+        os._exit(code)
+
+
+def _follow(client: AgentClient, container: Container, pid: int) -> int:
+    """Pass rune's signals on to the enclave process; return its exit status."""
+    import signal
+
+    def forward(number: int, frame: object) -> None:
+        try:
+            client.send(agent.Signal(number))
+        except (OSError, agent.AgentProtocolError):
+            pass
+
+    for number in range(1, signal.NSIG):
+        if number in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGPIPE):
+            continue
+        try:
+            signal.signal(number, forward)
+        except (OSError, ValueError):
+            pass
+    while True:
+        message = client.receive()
+        if message is None:
+            raise EnclaveError(
+                f"the enclave container {container.id} stopped before process {pid} ended"
+            )
+        if isinstance(message, agent.Exited):
+            return message.code
+        if isinstance(message, agent.Error):
+            log.warning(message.message)  # a signal that could not be delivered
