@@ -108,17 +108,9 @@ def _bundle_arguments(command: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help(sys.stderr)
-        return EXIT_USAGE
-    try:
-        code: int = args.run(args)
-    except InclavareError as error:
-        print(f"{PROGRAM} {args.command}: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    return code
+    from inclavare.cli import run_subcommand
+
+    return run_subcommand(build_parser(), argv, PROGRAM)
 
 
 # --- commands ---------------------------------------------------------------------------------

@@ -100,17 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help(sys.stderr)
-        return EXIT_USAGE
-    try:
-        code: int = args.run(args)
-    except InclavareError as error:
-        print(f"shelter {args.command}: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    return code
+    from inclavare.cli import run_subcommand
+
+    return run_subcommand(build_parser(), argv, "shelter")
 
 
 def run_verify(args: argparse.Namespace) -> int:
