@@ -111,7 +111,7 @@ class Sandbox:
             child.kill()
             child.communicate(timeout=10)
         left = cgroups.processes_in(self.leaves)
-        cgroups.remove_directories(self.made)
+        cgroups.remove_directories(self.made, self.made)
         assert not left, f"processes left in the cgroup: {left}"
         remaining = [directory for directory in self.made if os.path.exists(directory)]
         assert not remaining, f"cgroup directories left: {remaining}"

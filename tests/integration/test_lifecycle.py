@@ -296,3 +296,28 @@ def test_concurrent_creates(rune: Rune, bundle: Bundle, leaks: LeakCheck) -> Non
     for container_id in ids:
         assert rune.state(container_id)["status"] == "created"
         rune("delete", container_id)
+
+
+def test_containers_sharing_a_parent_cgroup(
+    rune: Rune, bundle: Bundle, leaks: LeakCheck, tmp_path: Path
+) -> None:
+    """The first container made the parent of both cgroups: deleting it while the second
+    runs keeps the parent (and does not wait for it); deleting the second removes its own."""
+    parent = f"/{leaks.new_id()}"
+    first, second = leaks.new_id(), leaks.new_id()
+    bundle.set_args("sleep", "300")
+    for container_id in (first, second):
+        bundle.config["linux"]["cgroupsPath"] = f"{parent}/{container_id}"
+        bundle.write()
+        rune.detached("run", "-d", "-b", str(bundle.path), container_id, output=tmp_path / "o")
+    started = time.monotonic()
+    rune("delete", "--force", first)
+    assert time.monotonic() - started < 3
+    assert os.path.isdir(f"/sys/fs/cgroup/pids{parent}/{second}")
+    assert not os.path.exists(f"/sys/fs/cgroup/pids{parent}/{first}")
+    rune("delete", "--force", second)
+    assert not os.path.exists(f"/sys/fs/cgroup/pids{parent}/{second}")
+    for hierarchy in os.listdir("/sys/fs/cgroup"):
+        shared = f"/sys/fs/cgroup/{hierarchy}{parent}"
+        if os.path.isdir(shared):
+            os.rmdir(shared)  # made by the first container, which could not remove it then

@@ -271,8 +271,15 @@ def signal_all(directories: list[str], signal_number: int) -> None:
             pass
 
 
-def remove_directories(directories: list[str], timeout: float = 5.0) -> None:
-    """Remove cgroup directories, deepest first; a just-killed process may hold one briefly."""
+def remove_directories(
+    directories: list[str], leaves: Sequence[str] = (), timeout: float = 5.0
+) -> None:
+    """Remove the cgroup directories a container made, deepest first.
+
+    A leaf (the container's own cgroup) may be held briefly by a process that was just
+    killed: it is retried until `timeout`. A parent that create made for the leaf may hold
+    the cgroups of other containers by now: it is removed only if it is empty.
+    """
     deadline = time.monotonic() + timeout
     for directory in sorted(directories, key=len, reverse=True):
         while True:
@@ -282,7 +289,10 @@ def remove_directories(directories: list[str], timeout: float = 5.0) -> None:
             except FileNotFoundError:
                 break
             except OSError as error:
-                if error.errno != 16 or time.monotonic() > deadline:  # EBUSY: still in use
+                busy = error.errno in (16, 39)  # EBUSY, ENOTEMPTY
+                if busy and directory not in leaves:
+                    break  # another container's cgroup lives below it
+                if not busy or time.monotonic() > deadline:
                     raise CgroupError(f"remove cgroup {directory}: {error.strerror}") from None
                 time.sleep(0.005)
 

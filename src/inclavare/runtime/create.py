@@ -376,7 +376,7 @@ def abandon(container: Container) -> None:
     record = container.record
     try:
         kill_all_and_wait(record.get("cgroup_dirs_leaf", []))
-        remove_directories(record.get("cgroup_dirs", []))
+        remove_directories(record.get("cgroup_dirs", []), record.get("cgroup_dirs_leaf", []))
     except InclavareError as error:
         log.warning(str(error))
     remove_state_dir(container.state_dir)

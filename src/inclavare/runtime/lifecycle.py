@@ -126,7 +126,7 @@ def destroy(container: Container) -> None:
             raise InclavareError(f"container init {container.pid} does not exit")
         reap_children()
         time.sleep(0.002)
-    remove_directories(record.get("cgroup_dirs", []))
+    remove_directories(record.get("cgroup_dirs", []), record.get("cgroup_dirs_leaf", []))
     remove_state_dir(container.state_dir)
 
 
