@@ -3,6 +3,8 @@
     shelter verify EVIDENCE [--json] [--pck-chain FILE] [--vcek FILE] [--ca-chain FILE]
                             [--roots FILE] [--at RFC3339] [--collateral DIR] [--policy FILE]
                             [--allow-sim]
+    shelter remoteattestation --addr ADDR [--policy FILE] [--nonce HEX] ...
+                            (cli/shelter_remote.py)
 
 Exit codes: 0 the evidence verified (and satisfies the policy), 1 it did not, 2 usage error or
 unreadable input. Errors are reported as one line on standard error.
@@ -96,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     verify.set_defaults(run=run_verify)
+    from inclavare.cli import shelter_remote
+
+    shelter_remote.add_parser(commands)
     return parser
 
 
