@@ -131,6 +131,8 @@ class Inclavared:
         finally:
             self.metrics.sessions_active -= 1
             self.metrics.session_ends[outcome] += 1
+            if self.metrics.sessions_active == 0:
+                _give_back_memory()
             self.log("session-end", session=number, outcome=outcome, reason=reason)
             if upstream is not None:
                 with contextlib.suppress(Exception):
@@ -355,6 +357,17 @@ class Inclavared:
             error = task.exception()
             if error is not None and not isinstance(error, ConnectionError):
                 raise SessionEnded(f"forwarding failed: {error}", "forward-failed")
+
+
+def _give_back_memory() -> None:
+    """After a burst of sessions, free their cycles (OpenSSL objects and callbacks) and
+    return the heap's free pages, so that the daemon's size comes back down when idle."""
+    import gc
+
+    from inclavare.linux.syscalls import release_free_memory
+
+    gc.collect()
+    release_free_memory()
 
 
 def _same_enclave(upstream: AsyncSession, attestation: object) -> None:
