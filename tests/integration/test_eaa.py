@@ -291,10 +291,11 @@ def test_a_tampered_image_does_not_launch_and_a_resigned_one_is_rejected(
     assert not processes_rooted_in(enclave.bundle)
 
 
-def _client(**options: object) -> tuple[EnclaveTls, EnclaveTls]:
-    client = EnclaveTls(
-        Config(attester="nullattester", allow_simulated=True, **options), server=False
-    )  # type: ignore[arg-type]
+def _client(handshake_timeout: float = 10.0) -> tuple[EnclaveTls, EnclaveTls]:
+    config = Config(
+        attester="nullattester", allow_simulated=True, handshake_timeout=handshake_timeout
+    )
+    client = EnclaveTls(config, server=False)
     checker = EnclaveTls(Config(attester="nullattester", allow_simulated=True), server=False)
     return client, checker
 
