@@ -22,6 +22,8 @@ PROGRAMS = {
     "enclave-sign": ("inclavare.cli.enclave_sign", False),
     "enclave-tls-server": ("inclavare.cli.enclave_tls_server", False),
     "enclave-tls-client": ("inclavare.cli.enclave_tls_client", False),
+    "inclavared": ("inclavare.cli.inclavared", False),
+    "inclavare-enclave-service": ("inclavare.cli.enclave_service", False),
 }
 
 
