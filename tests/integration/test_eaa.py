@@ -422,6 +422,8 @@ def test_a_container_that_dies_ends_only_its_sessions(
     rune = Rune(tmp_path / "state")
     doomed = new_enclave(tmp_path, service_rootfs, signing_key, sim_dir)
     doomed.start(rune, "doomed")
+    with socket.socket(socket.AF_UNIX) as stale:  # left by a daemon that died: replaced
+        stale.bind(f"{tmp_path}/inclavared.sock")
     daemon = InclavaredProcess.start(
         tmp_path,
         "--listen",

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -92,6 +93,7 @@ class Inclavared:
             self.log("session-refused", peer=str(peer or ""), reason=str(error))
 
         if address.scheme == "unix":
+            _remove_stale_socket(address.path)
             server = await aio.start_unix_server(
                 self.downstream, self.handle, address.path, refused, backlog=1024
             )
@@ -357,6 +359,26 @@ class Inclavared:
             error = task.exception()
             if error is not None and not isinstance(error, ConnectionError):
                 raise SessionEnded(f"forwarding failed: {error}", "forward-failed")
+
+
+def _remove_stale_socket(path: str) -> None:
+    """A socket file left by a daemon that died is removed; a live one is left alone (the
+    listen then fails, saying the address is in use)."""
+    import socket
+    import stat
+
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return
+    except OSError:
+        return
+    with socket.socket(socket.AF_UNIX) as probe:
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            os.unlink(path)
+        except OSError:
+            pass
 
 
 def _give_back_memory() -> None:
