@@ -549,6 +549,8 @@ class ImageFileSystem:
             self._add(parts, member, layer, name)
 
     def _add(self, parts: list[str], member: tarfile.TarInfo, layer: int, name: str) -> None:
+        if member.issparse():
+            raise ImageError(f"layer {name}: member {member.name[:200]!r} is a sparse file")
         if member.isdir():
             node = Node(DIRECTORY)
         elif member.isreg():
