@@ -417,6 +417,11 @@ def test_unpack_of_an_image_without_a_program_is_refused(tmp_path: Path) -> None
     make_layout(layout, [[file("a", "1")]], config={})
     with pytest.raises(ImageError, match="has no program to run"):
         unpack_to_bundle(layout, None, tmp_path / "bundle")
+    assert not (tmp_path / "bundle").exists()  # nothing is left behind
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ImageError, match="has no program to run"):
+        unpack_to_bundle(layout, None, tmp_path / "empty")
+    assert list((tmp_path / "empty").iterdir()) == []
 
 
 def test_unpack_never_writes_through_a_link(tmp_path: Path) -> None:
