@@ -248,7 +248,7 @@ def _add_mrverify(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         metavar="PATH",
         action="append",
         default=[],
-        help="another trusted file or directory (for an unsigned image)",
+        help="another trusted file or directory (of a signed image: it must be among the signed)",
     )
     mrverify.add_argument(
         "--policy-out", metavar="FILE", help="write an attestation policy (TOML, or JSON if .json)"

@@ -200,6 +200,11 @@ def convert_bundle(
     rootfs = path / root_path
     if not rootfs.is_dir():
         raise ConversionError(f"the bundle's root file system {rootfs} is not a directory")
+    signature_directory = rootfs / os.path.dirname(SIGNATURE_PATH)
+    if signature_directory.is_symlink():
+        raise ConversionError(
+            f"{signature_directory} is a symbolic link: the signature is not written through it"
+        )
     manifest, entrypoint = measure_program(str(rootfs), Program(args, env, cwd), runtime, trusted)
     signature = sign_enclave_with(_signer(key_pem, signer), manifest, isv_prod_id, isv_svn, debug)
     try:
@@ -210,8 +215,10 @@ def convert_bundle(
         ) from None
     process["env"] = enclave_env(env, runtime)
     temporary = config_path.with_name(f".config.json.{os.getpid()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        temporary.write_text(json.dumps(config, indent=2))
+        with os.fdopen(os.open(temporary, flags, 0o644), "w") as stream:
+            stream.write(json.dumps(config, indent=2))
         temporary.replace(config_path)
     except OSError as error:
         temporary.unlink(missing_ok=True)

@@ -32,6 +32,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import stat
 import tarfile
 import tempfile
@@ -549,6 +550,8 @@ class ImageFileSystem:
             self._add(parts, member, layer, name)
 
     def _add(self, parts: list[str], member: tarfile.TarInfo, layer: int, name: str) -> None:
+        if member.issparse():
+            raise ImageError(f"layer {name}: member {member.name[:200]!r} is a sparse file")
         if member.isdir():
             node = Node(DIRECTORY)
         elif member.isreg():
@@ -711,6 +714,7 @@ def unpack_to_bundle(
     """
     image = Layout.open(layout).image(tag)
     bundle = Path(bundle_dir)
+    created = not bundle.exists()
     try:
         bundle.mkdir(parents=True, exist_ok=True)
         if any(bundle.iterdir()):
@@ -719,10 +723,17 @@ def unpack_to_bundle(
         rootfs.mkdir(mode=0o755)
     except OSError as error:
         raise ImageError(f"cannot create the bundle {bundle}: {error.strerror}") from None
-    with image.filesystem() as filesystem:
-        extract(filesystem, rootfs)
-        config = bundle_config(image, filesystem)
-    _write_atomically(bundle / "config.json", json.dumps(config, indent=2).encode())
+    try:
+        with image.filesystem() as filesystem:
+            config = bundle_config(image, filesystem)
+            extract(filesystem, rootfs)
+        _write_atomically(bundle / "config.json", json.dumps(config, indent=2).encode())
+    except BaseException:
+        # leave the directory as it was found: absent or empty
+        shutil.rmtree(rootfs, ignore_errors=True)
+        if created:
+            shutil.rmtree(bundle, ignore_errors=True)
+        raise
     return config
 
 

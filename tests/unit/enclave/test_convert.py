@@ -206,3 +206,23 @@ def test_cli_bad_input_is_one_line_and_exit_2(
     assert enclave_sign([*argv, "--key", str(key_file)]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_signature_is_never_written_through_a_link(
+    bundle: Path, tmp_path: Path, signing_key: bytes
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = outside / "victim"
+    victim.write_text("precious\n")
+    signature_directory = bundle / "rootfs" / ".inclavare"
+    signature_directory.symlink_to(outside)
+    with pytest.raises(ConversionError, match=r"\.inclavare is a symbolic link"):
+        convert_bundle(bundle, key_pem=signing_key)
+    signature_directory.unlink()
+    signature_directory.mkdir()
+    (signature_directory / "enclave.sig").symlink_to(victim)
+    convert_bundle(bundle, key_pem=signing_key)
+    assert victim.read_text() == "precious\n"
+    assert not (signature_directory / "enclave.sig").is_symlink()
+    assert sorted(path.name for path in signature_directory.iterdir()) == ["enclave.sig"]

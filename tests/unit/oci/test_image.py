@@ -417,6 +417,11 @@ def test_unpack_of_an_image_without_a_program_is_refused(tmp_path: Path) -> None
     make_layout(layout, [[file("a", "1")]], config={})
     with pytest.raises(ImageError, match="has no program to run"):
         unpack_to_bundle(layout, None, tmp_path / "bundle")
+    assert not (tmp_path / "bundle").exists()  # nothing is left behind
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ImageError, match="has no program to run"):
+        unpack_to_bundle(layout, None, tmp_path / "empty")
+    assert list((tmp_path / "empty").iterdir()) == []
 
 
 def test_unpack_never_writes_through_a_link(tmp_path: Path) -> None:
@@ -476,3 +481,85 @@ def test_gzip_layer_that_is_not_gzip(tmp_path: Path) -> None:
     (layout / "index.json").write_text(json.dumps(index))
     with pytest.raises(ImageError, match="is not valid gzip"):
         Layout.open(layout).image().filesystem().close()
+
+
+# --- arbitrary input fails cleanly ----------------------------------------------------------
+
+
+def _layout_with_layer(scratch: Path, layer: bytes) -> Path:
+    from tests.unit.oci.layouts import write_blob
+
+    layout = scratch / "layout"
+    make_layout(layout, [[file("a", "1")]])
+    config = json.dumps({"config": {"Cmd": ["a"]}, "rootfs": {"type": "layers"}}).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "config": {"digest": write_blob(layout, config), "size": len(config)},
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": write_blob(layout, layer),
+                    "size": len(layer),
+                }
+            ],
+        }
+    ).encode()
+    entry = {"digest": write_blob(layout, manifest), "size": len(manifest)}
+    (layout / "index.json").write_text(json.dumps({"manifests": [entry]}))
+    return layout
+
+
+VALID_LAYER = tar_layer(
+    [directory("d"), file("d/f", "data"), symlink("d/l", "f"), hardlink("d/h", "d/f")]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=2048),
+        st.tuples(st.integers(0, len(VALID_LAYER) - 1), st.integers(0, 255)).map(
+            lambda change: (
+                VALID_LAYER[: change[0]] + bytes([change[1]]) + VALID_LAYER[change[0] + 1 :]
+            )
+        ),
+    )
+)
+def test_arbitrary_layers_fail_cleanly(layer: bytes) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        layout = _layout_with_layer(Path(scratch), layer)
+        try:
+            with Layout.open(layout).image().filesystem() as filesystem:
+                for path, node in filesystem.walk():
+                    if node.kind == "file":
+                        filesystem.read_file(path)
+        except ImageError:
+            pass
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["manifests", "digest", "size", "mediaType", "annotations", "layers"]),
+            children,
+            max_size=4,
+        )
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(JSON_VALUES)
+def test_arbitrary_index_documents_fail_cleanly(document: object) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        layout = Path(scratch)
+        (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+        (layout / "index.json").write_text(json.dumps(document))
+        try:
+            Layout.open(layout).image()
+        except ImageError:
+            pass

@@ -245,11 +245,21 @@ def read_signature(path: str | os.PathLike[str]) -> EnclaveSignature | None:
 
 
 def write_signature(path: str | os.PathLike[str], signature: EnclaveSignature) -> None:
+    """Write the signature file atomically. The temporary file is created, never opened
+    through an existing name, so a link planted in a root file system cannot redirect the
+    write; rename(2) replaces a link at `path` rather than following it."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.tmp")
-    temporary.write_bytes(signature.encode())
-    temporary.replace(target)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(temporary, flags, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(signature.encode())
+        temporary.replace(target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 @dataclass(frozen=True)
