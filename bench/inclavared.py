@@ -40,6 +40,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "src"))
 sys.path.insert(0, str(REPO_ROOT))
 
+from tests.integration.eaa_support import (  # noqa: E402
+    InclavaredProcess,
+    ServiceEnclave,
+    copy_rootfs,
+)
+
 from inclavare.eaa import protocol, service_image  # noqa: E402
 from inclavare.eaa.address import Address, parse_address  # noqa: E402
 from inclavare.eaa.evidence import check_party  # noqa: E402
@@ -47,11 +53,6 @@ from inclavare.eaa.remote import remote_attest  # noqa: E402
 from inclavare.tls import aio  # noqa: E402
 from inclavare.tls.config import Config  # noqa: E402
 from inclavare.tls.endpoint import EnclaveTls  # noqa: E402
-from tests.integration.eaa_support import (  # noqa: E402
-    InclavaredProcess,
-    ServiceEnclave,
-    copy_rootfs,
-)
 
 WRITE_SIZE = 64 * 1024
 CONTAINER_ID = "bench-eaa"

@@ -175,9 +175,9 @@ def test_request_quote_over_a_socket_pair() -> None:
         with pytest.raises(ChannelError, match="timed out"):
             channel.request_quote(ours.fileno(), bytes(64), timeout=0.05)
     stream_a, stream_b = socket.socketpair()
-    with stream_a, stream_b:
-        with pytest.raises(ChannelError, match=r"descriptor \d+ is not an attestation channel"):
-            channel.request_quote(stream_a.fileno(), bytes(64))
+    refused = pytest.raises(ChannelError, match=r"descriptor \d+ is not an attestation channel")
+    with stream_a, stream_b, refused:
+        channel.request_quote(stream_a.fileno(), bytes(64))
     with pytest.raises(
         ChannelError, match=r"\(descriptor 987654\) is not usable: Bad file descriptor"
     ):

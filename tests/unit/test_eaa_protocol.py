@@ -60,23 +60,43 @@ def test_optional_enclave_name_round_trips() -> None:
 
 
 def test_frames_fed_byte_by_byte_and_the_rest_is_kept() -> None:
-    frames = [protocol.encode(protocol.message(kind, **SAMPLES[kind])) for kind in sorted(SAMPLES)]
+    framed = sorted(set(SAMPLES) - protocol.SWITCHING)
+    frames = [protocol.encode(protocol.message(kind, **SAMPLES[kind])) for kind in framed]
     stream = b"".join(frames) + b"app"  # less than a header: kept, not parsed
     reader = FrameReader()
     received = []
     for index in range(len(stream)):
         received += list(reader.feed(stream[index : index + 1]))
-    assert [message.type for message in received] == sorted(SAMPLES)
+    assert [message.type for message in received] == framed
     assert reader.pending == 3
     assert reader.take_rest() == b"app"
     assert reader.pending == 0
 
 
+@pytest.mark.parametrize("switch", sorted(protocol.SWITCHING))
+def test_after_connect_the_bytes_are_application_data(switch: str) -> None:
+    """Bytes behind `connect`/`connected`, in the same read or later, are never parsed as
+    frames (here: what would be an oversized frame, and a well-formed frame)."""
+    application = b"GET / HTTP/1.1\r\n\r\n" + protocol.encode(protocol.message("connected"))
+    stream = protocol.encode(protocol.message("get-evidence", nonce=NONCE))
+    stream += protocol.encode(protocol.message(switch)) + application
+    for step in (1, 7, len(stream)):
+        reader = FrameReader()
+        received = []
+        for index in range(0, len(stream), step):
+            received += list(reader.feed(stream[index : index + step]))
+        assert [message.type for message in received] == ["get-evidence", switch]
+        assert reader.take_rest() == application
+        assert list(reader.feed(b"\xff" * 10)) == []
+        assert reader.take_rest() == b"\xff" * 10
+
+
 def test_several_frames_in_one_read() -> None:
-    both = protocol.encode(protocol.message("connect")) + protocol.encode(
-        protocol.message("connected")
-    )
-    assert [m.type for m in FrameReader().feed(both)] == ["connect", "connected"]
+    frames = [
+        protocol.encode(protocol.message("secret-accepted", name="a")),
+        protocol.encode(protocol.message("error", reason="b")),
+    ]
+    assert [m.type for m in FrameReader().feed(b"".join(frames))] == ["secret-accepted", "error"]
 
 
 def _frame(document: object) -> bytes:
@@ -94,7 +114,7 @@ def _error_of(frame: bytes) -> str:
     return str(caught.value)
 
 
-def _doc(kind: str, **fields: object) -> dict[str, object]:
+def _doc(kind: object, **fields: object) -> dict[str, object]:
     return {"version": 1, "type": kind, **fields}
 
 
