@@ -8,7 +8,9 @@ of its own, connected to it. Then, over loopback:
 - throughput of application data after `connect`: the same client echoes N MiB in 64 KiB
   writes through inclavared (two Enclave-TLS legs, a daemon in the middle) and over a direct
   mutual Enclave-TLS session to the service; runs alternate, medians are compared
-  (ratio through / direct, target >= 0.7);
+  (ratio through / direct, target >= 0.7), with the CPU seconds each process spent per
+  run (inclavared decrypts and re-encrypts every byte on two legs: about twice an
+  endpoint's work);
 - attested sessions per second: whole `remote_attest` sessions through inclavared (a
   handshake with inclavared, which opens a mutual one with the enclave, get-evidence, both
   parties' evidence verified by the client), sequential and with C concurrent clients,
@@ -25,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -138,6 +142,28 @@ async def echo_through(tls: EnclaveTls, address: Address, total: int) -> float:
         await session.close()
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time of these processes and their descendants."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pending = list(pids)
+    while pending:
+        pid = pending.pop()
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                pending += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 async def sessions_per_second(
     attempt: Callable[[], Awaitable[object]], count: int, concurrency: int
 ) -> float:
@@ -155,7 +181,11 @@ async def sessions_per_second(
 
 
 async def measure(
-    args: argparse.Namespace, service: Address, daemon: Address, enclave_policy: Path
+    args: argparse.Namespace,
+    service: Address,
+    daemon: Address,
+    enclave_policy: Path,
+    pids: dict[str, list[int]],
 ) -> int:
     from inclavare.attestation.policy import load_policy
 
@@ -175,13 +205,18 @@ async def measure(
     await echo_through(direct_tls, service, WRITE_SIZE * 16)  # warm both paths
     await echo_through(shelter_tls, daemon, WRITE_SIZE * 16)
     times: dict[str, list[float]] = {"direct": [], "inclavared": []}
+    # CPU seconds per run of each process: (client, enclave, inclavared).
+    cpu: dict[str, list[tuple[float, float, float]]] = {"direct": [], "inclavared": []}
     for index in range(args.runs):
         order = ["direct", "inclavared"] if index % 2 == 0 else ["inclavared", "direct"]
         for name in order:
+            before = (own_cpu_seconds(), cpu_seconds(pids["enclave"]), cpu_seconds(pids["daemon"]))
             if name == "direct":
                 times[name].append(await echo_through(direct_tls, service, total))
             else:
                 times[name].append(await echo_through(shelter_tls, daemon, total))
+            after = (own_cpu_seconds(), cpu_seconds(pids["enclave"]), cpu_seconds(pids["daemon"]))
+            cpu[name].append(tuple(b - a for a, b in zip(before, after, strict=True)))  # type: ignore[arg-type]
     rates = {name: total / statistics.median(values) / 2**20 for name, values in times.items()}
     ratio = rates["inclavared"] / rates["direct"]
     print(
@@ -191,6 +226,14 @@ async def measure(
     print(f"  direct Enclave-TLS to the service  {rates['direct']:8.1f} MiB/s")
     print(f"  through inclavared                 {rates['inclavared']:8.1f} MiB/s")
     print(f"  ratio inclavared/direct            {ratio:8.2f}   (target >= 0.7)")
+    for name in ("direct", "inclavared"):
+        client, enclave, forwarder = (
+            statistics.median(run[part] for run in cpu[name]) for part in range(3)
+        )
+        print(
+            f"  CPU s per run, {name:<10}  client {client:.2f}  enclave {enclave:.2f}  "
+            f"inclavared {forwarder:.2f}  (median wall {statistics.median(times[name]):.2f} s)"
+        )
 
     async def handshake() -> None:
         session = await open_session(direct_tls, service)
@@ -312,8 +355,16 @@ def main() -> int:
                 "60",
             )
             policy = enclave.policy(directory / "policy.json")
+            state = json.loads(rune("state", CONTAINER_ID).stdout)
+            pids = {"enclave": [int(state["pid"])], "daemon": [daemon.process.pid]}
             return asyncio.run(
-                measure(args, parse_address(enclave.address), parse_address(daemon.address), policy)
+                measure(
+                    args,
+                    parse_address(enclave.address),
+                    parse_address(daemon.address),
+                    policy,
+                    pids,
+                )
             )
         finally:
             if daemon is not None and daemon.stop() != 0:
