@@ -244,7 +244,10 @@ class Inclavared:
                         raise SessionEnded("the enclave closed its session", "enclave-failed")
                     answers = list(reader.feed(data))
                     if answers:
-                        if len(answers) > 1 or reader.pending:
+                        # Behind `connected` may come the application's first bytes (an
+                        # application that speaks first); they are joined, not an answer.
+                        surplus = reader.pending and answers[0].type not in protocol.SWITCHING
+                        if len(answers) > 1 or surplus:
                             raise SessionEnded(
                                 "the enclave answered more than it was asked", "enclave-failed"
                             )

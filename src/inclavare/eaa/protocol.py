@@ -112,19 +112,26 @@ def error_frame(reason: str) -> bytes:
     return encode(message("error", reason=" ".join(reason.split())[:MAX_REASON]))
 
 
+# After these, the bytes of the session are application data, no longer frames.
+SWITCHING = frozenset({"connect", "connected"})
+
+
 class FrameReader:
-    """Bytes in, messages out. After a ProtocolError the reader is spent."""
+    """Bytes in, messages out. After a ProtocolError the reader is spent. After `connect` or
+    `connected` it parses nothing more: what follows is kept for `take_rest`, even when the
+    peer sent it in the same write (a client need not wait for `connected`)."""
 
     def __init__(self, max_frame: int = MAX_FRAME) -> None:
         self.max_frame = max_frame
         self._buffer = bytearray()
         self._failed = False
+        self._switched = False
 
     def feed(self, data: bytes) -> Iterator[Message]:
         if self._failed:
             raise ProtocolError("the connection already broke the protocol")
         self._buffer += data
-        while len(self._buffer) >= HEADER.size:
+        while not self._switched and len(self._buffer) >= HEADER.size:
             (size,) = HEADER.unpack_from(self._buffer)
             if size > self.max_frame:
                 self._failed = True
@@ -134,10 +141,12 @@ class FrameReader:
             body = bytes(self._buffer[HEADER.size : HEADER.size + size])
             del self._buffer[: HEADER.size + size]
             try:
-                yield parse(body)
+                message = parse(body)
             except ProtocolError:
                 self._failed = True
                 raise
+            self._switched = message.type in SWITCHING
+            yield message
 
     def take_rest(self) -> bytes:
         """The bytes after the last frame (application data after `connect`)."""
