@@ -70,6 +70,9 @@ class Inclavared:
     log_stream: TextIO | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     servers: list[AsyncServer] = field(default_factory=list)
+    # How long the daemon must stay without sessions before it gives memory back.
+    trim_after: float = 1.0
+    _trim: asyncio.TimerHandle | None = None
 
     # --- logging ---------------------------------------------------------------------------
 
@@ -105,6 +108,8 @@ class Inclavared:
         return server
 
     async def close(self) -> None:
+        if self._trim is not None:
+            self._trim.cancel()
         for server in self.servers:
             await server.close()
         self.servers.clear()
@@ -115,6 +120,9 @@ class Inclavared:
         number = next(self._ids)
         self.metrics.sessions_total += 1
         self.metrics.sessions_active += 1
+        if self._trim is not None:
+            self._trim.cancel()
+            self._trim = None
         self.log("session-start", session=number, verifier=_peer_text(session))
         upstream: AsyncSession | None = None
         outcome, reason = "completed", ""
@@ -134,7 +142,10 @@ class Inclavared:
             self.metrics.sessions_active -= 1
             self.metrics.session_ends[outcome] += 1
             if self.metrics.sessions_active == 0:
-                _give_back_memory()
+                # Not at once: collecting costs tens of milliseconds, which sessions arriving
+                # one after another should not pay each time.
+                loop = asyncio.get_running_loop()
+                self._trim = loop.call_later(self.trim_after, _give_back_memory)
             self.log("session-end", session=number, outcome=outcome, reason=reason)
             if upstream is not None:
                 with contextlib.suppress(Exception):
