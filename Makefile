@@ -84,6 +84,8 @@ bench: install
 	$(VENV)/bin/python bench/containerd.py
 	$(VENV)/bin/python bench/verify.py
 	$(VENV)/bin/python bench/tls.py
+	$(VENV)/bin/python bench/image_measure.py
+	$(VENV)/bin/python bench/inclavared.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache $(SYSCALLS_EXT) \

@@ -11,6 +11,8 @@ of its own, connected to it. Then, over loopback:
   (ratio through / direct, target >= 0.7), with the CPU seconds each process spent per
   run (inclavared decrypts and re-encrypts every byte on two legs: about twice an
   endpoint's work);
+- the same through inclavared's tunnel: end-to-end Enclave-TLS between the client and the
+  service, inclavared copying ciphertext (ratio tunnel / direct);
 - attested sessions per second: whole `remote_attest` sessions through inclavared (a
   handshake with inclavared, which opens a mutual one with the enclave, get-evidence, both
   parties' evidence verified by the client), sequential and with C concurrent clients,
@@ -53,7 +55,7 @@ from tests.integration.eaa_support import (  # noqa: E402
 from inclavare.eaa import protocol, service_image  # noqa: E402
 from inclavare.eaa.address import Address, parse_address  # noqa: E402
 from inclavare.eaa.evidence import check_party  # noqa: E402
-from inclavare.eaa.remote import remote_attest  # noqa: E402
+from inclavare.eaa.remote import open_tunnel, remote_attest  # noqa: E402
 from inclavare.tls import aio  # noqa: E402
 from inclavare.tls.config import Config  # noqa: E402
 from inclavare.tls.endpoint import EnclaveTls  # noqa: E402
@@ -104,9 +106,15 @@ async def open_session(tls: EnclaveTls, address: Address) -> aio.AsyncSession:
     return await aio.open_connection(tls, address.host, address.port)
 
 
-async def echo_through(tls: EnclaveTls, address: Address, total: int) -> float:
-    """Seconds to echo `total` bytes after `connect` (writer and reader run concurrently)."""
-    session = await open_session(tls, address)
+async def echo_through(
+    tls: EnclaveTls, address: Address, total: int, tunnel: bool = False
+) -> float:
+    """Seconds to echo `total` bytes after `connect` (writer and reader run concurrently);
+    `tunnel`: the session goes end to end through inclavared's tunnel listener."""
+    if tunnel:
+        session = await open_tunnel(address, tls)
+    else:
+        session = await open_session(tls, address)
     try:
         reader = protocol.FrameReader()
         session.write(protocol.encode(protocol.message("connect")))
@@ -184,6 +192,7 @@ async def measure(
     args: argparse.Namespace,
     service: Address,
     daemon: Address,
+    tunnel: Address,
     enclave_policy: Path,
     pids: dict[str, list[int]],
 ) -> int:
@@ -204,21 +213,26 @@ async def measure(
     total = args.megabytes * 1024 * 1024
     await echo_through(direct_tls, service, WRITE_SIZE * 16)  # warm both paths
     await echo_through(shelter_tls, daemon, WRITE_SIZE * 16)
-    times: dict[str, list[float]] = {"direct": [], "inclavared": []}
+    await echo_through(direct_tls, tunnel, WRITE_SIZE * 16, tunnel=True)
+    names = ("direct", "inclavared", "tunnel")
+    times: dict[str, list[float]] = {name: [] for name in names}
     # CPU seconds per run of each process: (client, enclave, inclavared).
-    cpu: dict[str, list[tuple[float, float, float]]] = {"direct": [], "inclavared": []}
+    cpu: dict[str, list[tuple[float, float, float]]] = {name: [] for name in names}
     for index in range(args.runs):
-        order = ["direct", "inclavared"] if index % 2 == 0 else ["inclavared", "direct"]
+        order = names[index % 3 :] + names[: index % 3]
         for name in order:
             before = (own_cpu_seconds(), cpu_seconds(pids["enclave"]), cpu_seconds(pids["daemon"]))
             if name == "direct":
                 times[name].append(await echo_through(direct_tls, service, total))
+            elif name == "tunnel":
+                times[name].append(await echo_through(direct_tls, tunnel, total, tunnel=True))
             else:
                 times[name].append(await echo_through(shelter_tls, daemon, total))
             after = (own_cpu_seconds(), cpu_seconds(pids["enclave"]), cpu_seconds(pids["daemon"]))
             cpu[name].append(tuple(b - a for a, b in zip(before, after, strict=True)))  # type: ignore[arg-type]
     rates = {name: total / statistics.median(values) / 2**20 for name, values in times.items()}
     ratio = rates["inclavared"] / rates["direct"]
+    tunnel_ratio = rates["tunnel"] / rates["direct"]
     print(
         f"application data echoed after connect, {args.megabytes} MiB in "
         f"{WRITE_SIZE // 1024} KiB writes, {args.runs} runs each, alternating, medians"
@@ -226,7 +240,9 @@ async def measure(
     print(f"  direct Enclave-TLS to the service  {rates['direct']:8.1f} MiB/s")
     print(f"  through inclavared                 {rates['inclavared']:8.1f} MiB/s")
     print(f"  ratio inclavared/direct            {ratio:8.2f}   (target >= 0.7)")
-    for name in ("direct", "inclavared"):
+    print(f"  end to end through the tunnel      {rates['tunnel']:8.1f} MiB/s")
+    print(f"  ratio tunnel/direct                {tunnel_ratio:8.2f}   (target >= 0.7)")
+    for name in names:
         client, enclave, forwarder = (
             statistics.median(run[part] for run in cpu[name]) for part in range(3)
         )
@@ -348,6 +364,8 @@ def main() -> int:
                 "tcp://127.0.0.1:0",
                 "--connect",
                 enclave.address,
+                "--tunnel-listen",
+                "tcp://127.0.0.1:0",
                 "--allow-sim",
                 "--attester",
                 "sim",
@@ -362,6 +380,7 @@ def main() -> int:
                     args,
                     parse_address(enclave.address),
                     parse_address(daemon.address),
+                    parse_address(daemon.tunnel),
                     policy,
                     pids,
                 )

@@ -155,6 +155,7 @@ class InclavaredProcess:
     log_path: Path
     address: str = ""
     metrics: str = ""
+    tunnel: str = ""
 
     @classmethod
     def start(
@@ -178,6 +179,8 @@ class InclavaredProcess:
                     daemon.address = str(event["address"])
                 if event["event"] == "metrics":
                     daemon.metrics = str(event["address"])
+                if event["event"] == "tunnel-listening":
+                    daemon.tunnel = str(event["address"])
             if any(event["event"] == "ready" for event in events):
                 return daemon
             if process.poll() is not None:

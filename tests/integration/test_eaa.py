@@ -19,7 +19,7 @@ import pytest
 
 from inclavare.eaa import protocol, service_image
 from inclavare.eaa.address import parse_address
-from inclavare.eaa.remote import Unreachable, remote_attest
+from inclavare.eaa.remote import Unreachable, open_tunnel, remote_attest
 from inclavare.tls import aio
 from inclavare.tls.config import Config
 from inclavare.tls.endpoint import EnclaveTls
@@ -116,6 +116,8 @@ def daemon(
         "127.0.0.1:0",
         "--timeout",
         "5",
+        "--tunnel-listen",
+        "tcp://127.0.0.1:0",
     )
     yield process
     assert process.stop() == 0, process.text()
@@ -550,3 +552,67 @@ def test_two_hundred_concurrent_sessions_through_one_inclavared(
         assert after <= baseline * 1.25, (baseline, peak, after)
     finally:
         assert daemon.stop() == 0
+
+
+def test_the_tunnel_carries_end_to_end_enclave_tls(
+    running: ServiceEnclave, daemon: InclavaredProcess, tmp_path: Path
+) -> None:
+    """Through the tunnel the client itself verifies the enclave (its policy applies) and
+    inclavared only copies bytes."""
+    from inclavare.attestation.policy import load_policy
+
+    policy_path = running.policy(tmp_path / "policy.json")
+    policy = load_policy(policy_path.read_bytes(), str(policy_path))
+    # The service wants its clients attested (mutual), as inclavared is: a sim client.
+    client = EnclaveTls(
+        Config(attester="sim", mutual=True, allow_simulated=True, policy=policy), server=False
+    )
+    wrong = EnclaveTls(
+        Config(
+            attester="sim",
+            mutual=True,
+            allow_simulated=True,
+            policy=load_policy(
+                b'{"mrenclave": ["' + b"00" * 32 + b'"], "allow_simulated": true}', "other.json"
+            ),
+        ),
+        server=False,
+    )
+    tunnel = parse_address(daemon.tunnel)
+
+    async def scenario() -> None:
+        session = await open_tunnel(tunnel, client)
+        assert session.peer is not None
+        assert session.peer.claims["mrenclave"] == running.signed["mrenclave"]
+        reader = protocol.FrameReader()
+        session.write(protocol.encode(protocol.message("connect")) + b"first bytes")
+        await session.drain()
+        messages: list[protocol.Message] = []
+        while not messages:
+            data = await session.read()
+            assert data, "the tunnel ended before connected"
+            messages = list(reader.feed(data))
+        assert messages[0].type == "connected"
+        received = reader.take_rest()
+        while len(received) < len(b"first bytes"):
+            received += await session.read()
+        assert received == b"first bytes"
+        await session.close()
+
+        from inclavare.tls.errors import PeerRejected
+
+        with pytest.raises(PeerRejected, match="policy: mrenclave"):
+            await open_tunnel(tunnel, wrong)
+        with pytest.raises(Unreachable, match="unknown enclave 'nope'"):
+            await open_tunnel(tunnel, client, enclave="nope")
+        # Garbage instead of `connect`: that connection ends, the tunnel listener goes on.
+        reader_, writer = await asyncio.open_connection(tunnel.host, tunnel.port)
+        writer.write(b"\xff" * 64)
+        await writer.drain()
+        assert b"exceeds the limit" in await reader_.read()
+        writer.close()
+        again = await open_tunnel(tunnel, client)
+        await again.close()
+
+    asyncio.run(scenario())
+    assert '"tunnel-to-enclave"' not in daemon.text()  # no application bytes in its logs

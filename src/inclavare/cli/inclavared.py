@@ -1,13 +1,16 @@
 """`inclavared`: the node daemon between verifiers (shelter) and confidential containers.
 
     inclavared --listen ADDR [--listen ADDR]... --connect [NAME=]ADDR [--connect ...]
+               [--tunnel-listen ADDR]...
                [--attester A] [--verifier V] [--tls T] [--crypto C] [--mutual]
                [--policy FILE] [--verifier-policy FILE] [--allow-sim] [--roots FILE]
                [--metrics HOST:PORT] [--timeout S] [--idle-timeout S]
 
 ADDR is tcp://HOST:PORT or unix:///PATH. Enclave-TLS on both legs: towards the enclaves
 inclavared is a mutual client that verifies them with --policy; towards verifiers it attests
-itself, and with --mutual requires them to attest too (judged by --verifier-policy). Logs are
+itself, and with --mutual requires them to attest too (judged by --verifier-policy). On a
+--tunnel-listen address clients reach an enclave end to end (inclavared relays ciphertext).
+Logs are
 JSON lines on standard error. SIGTERM or SIGINT: stop accepting, end the open sessions, exit 0.
 Exit codes: 0 after a clean stop, 2 for unusable flags or files.
 """
@@ -49,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="an enclave to reach (the first is the default one)",
     )
+    flag(
+        "--tunnel-listen",
+        metavar="ADDR",
+        action="append",
+        default=[],
+        help="where clients open end-to-end Enclave-TLS tunnels to an enclave",
+    )
     flag("--mutual", action="store_true", help="verifiers must attest themselves too")
     flag("--policy", metavar="FILE", help="policy the enclaves must satisfy (TOML/JSON)")
     flag("--verifier-policy", metavar="FILE", help="policy attesting verifiers must satisfy")
@@ -87,6 +97,7 @@ def configure(args: argparse.Namespace) -> tuple[object, list[object], object]:
             raise UsageError(f"--connect: the name {name!r} is given twice")
         enclaves[name] = parse_address(address)
     listens = [parse_address(item) for item in args.listen]
+    tunnels = [parse_address(item) for item in args.tunnel_listen]
     metrics = parse_address(args.metrics) if args.metrics else None
     if metrics is not None and metrics.scheme != "tcp":
         raise UsageError("--metrics is a TCP address (HOST:PORT)")
@@ -104,6 +115,7 @@ def configure(args: argparse.Namespace) -> tuple[object, list[object], object]:
         request_timeout=args.timeout,
         idle_timeout=args.idle_timeout,
     )
+    daemon.tunnel_addresses = tunnels
     return daemon, list(listens), metrics
 
 
@@ -129,6 +141,16 @@ async def run(daemon: object, listens: list[object], metrics_address: object) ->
             if address.scheme == "tcp":
                 shown = Address("tcp", server.address[0], server.address[1])
             daemon.log("listening", address=str(shown))
+        for address in daemon.tunnel_addresses:
+            try:
+                tunnel = await daemon.listen_tunnel(address)
+            except OSError as error:
+                raise UsageError(f"cannot listen on {address}: {error.strerror or error}") from None
+            shown = address
+            if address.scheme == "tcp":
+                bound = tunnel.sockets[0].getsockname()
+                shown = Address("tcp", bound[0], bound[1])
+            daemon.log("tunnel-listening", address=str(shown))
         if isinstance(metrics_address, Address):
             try:
                 metrics_server = await serve_metrics(
@@ -152,7 +174,7 @@ async def run(daemon: object, listens: list[object], metrics_address: object) ->
         if metrics_server is not None:
             metrics_server.close()
             await metrics_server.wait_closed()
-        _remove_unix_sockets(listens)
+        _remove_unix_sockets([*listens, *daemon.tunnel_addresses])
     daemon.log("stopped")
     return EXIT_OK
 

@@ -14,7 +14,15 @@ Requests of the attestation service protocol (protocol.py) are handled so:
 - `put-secret`: passed upstream unchanged (sealed to the enclave: inclavared cannot read it),
   and the answer passed back;
 - `connect`: passed upstream; after `connected` the two sessions are joined and
-  application bytes flow both ways until either side ends.
+  application bytes flow both ways until either side ends. inclavared decrypts and
+  re-encrypts them, so it sees them: for application data it must not see, use the tunnel.
+
+The tunnel listener (`--tunnel-listen`) is plain transport: a client's first frame is
+`connect` (naming one of the configured enclaves), inclavared answers `connected` and from
+then on copies bytes between the client and the enclave's address without looking at them.
+The client runs Enclave-TLS with the enclave itself, end to end, through the tunnel: it
+verifies the enclave's evidence directly and inclavared sees only ciphertext (and does no
+cryptography for it).
 
 A failure ends only its own session, with an `error` frame naming the reason; the daemon
 goes on serving. Logs are JSON lines on standard error; metrics are served by metrics.py.
@@ -29,6 +37,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
@@ -73,6 +82,9 @@ class Inclavared:
     # How long the daemon must stay without sessions before it gives memory back.
     trim_after: float = 1.0
     _trim: asyncio.TimerHandle | None = None
+    tunnel_addresses: list[Address] = field(default_factory=list)
+    tunnel_servers: list[asyncio.Server] = field(default_factory=list)
+    _tunnels: set[asyncio.Task[None]] = field(default_factory=set)
 
     # --- logging ---------------------------------------------------------------------------
 
@@ -113,6 +125,101 @@ class Inclavared:
         for server in self.servers:
             await server.close()
         self.servers.clear()
+        for tunnel_server in self.tunnel_servers:
+            tunnel_server.close()
+        for task in list(self._tunnels):
+            task.cancel()
+        if self._tunnels:
+            await asyncio.gather(*self._tunnels, return_exceptions=True)
+        for tunnel_server in self.tunnel_servers:
+            await tunnel_server.wait_closed()
+        self.tunnel_servers.clear()
+
+    # --- the tunnel: end-to-end Enclave-TLS between a client and an enclave ----------------
+
+    async def listen_tunnel(self, address: Address) -> asyncio.Server:
+        if address.scheme == "unix":
+            _remove_stale_socket(address.path)
+            server = await asyncio.start_unix_server(self._tunnel, address.path, backlog=1024)
+        else:
+            server = await asyncio.start_server(
+                self._tunnel, address.host, address.port, backlog=1024
+            )
+        self.tunnel_servers.append(server)
+        return server
+
+    async def _tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tunnels.add(task)
+        number = next(self._ids)
+        self.metrics.sessions_total += 1
+        self.metrics.sessions_active += 1
+        outcome, reason = "completed", ""
+        upstream_writer: asyncio.StreamWriter | None = None
+        try:
+            request = await self._tunnel_request(reader)
+            name = request.text("enclave") or next(iter(self.enclaves))
+            address = self.enclaves.get(name)
+            if address is None:
+                known = ", ".join(self.enclaves)
+                raise SessionEnded(f"unknown enclave {name!r} (this inclavared reaches: {known})")
+            try:
+                async with asyncio.timeout(self.request_timeout):
+                    if address.scheme == "unix":
+                        upstream = await asyncio.open_unix_connection(address.path)
+                    else:
+                        upstream = await asyncio.open_connection(address.host, address.port)
+            except (OSError, TimeoutError) as error:
+                reason = getattr(error, "strerror", None) or "timed out"
+                raise SessionEnded(
+                    f"enclave {name} at {address}: {reason}", "enclave-failed"
+                ) from None
+            upstream_reader, upstream_writer = upstream
+            writer.write(protocol.encode(protocol.message("connected")))
+            await writer.drain()
+            self.log("tunnel", session=number, enclave=name, address=str(address))
+            await _splice(
+                reader, writer, upstream_reader, upstream_writer, self.metrics.bytes_forwarded
+            )
+        except SessionEnded as ended:
+            outcome, reason = ended.outcome, str(ended)
+            with contextlib.suppress(Exception):
+                writer.write(protocol.error_frame(reason))
+                await writer.drain()
+        except asyncio.CancelledError:
+            outcome, reason = "cancelled", "inclavared is shutting down"
+        except (OSError, asyncio.IncompleteReadError) as error:
+            outcome, reason = "failed", f"tunnel: {error}"
+        finally:
+            for stream in (writer, upstream_writer):
+                if stream is not None:
+                    stream.close()
+            self.metrics.sessions_active -= 1
+            self.metrics.session_ends[outcome] += 1
+            self.log("session-end", session=number, outcome=outcome, reason=reason, tunnel=True)
+            self._tunnels.discard(task)
+
+    async def _tunnel_request(self, reader: asyncio.StreamReader) -> protocol.Message:
+        """The client's `connect` frame, read without taking a byte beyond it."""
+        try:
+            async with asyncio.timeout(self.idle_timeout):
+                header = await reader.readexactly(protocol.HEADER.size)
+                (size,) = protocol.HEADER.unpack(header)
+                if size > protocol.MAX_FRAME:
+                    raise protocol.ProtocolError(
+                        f"frame of {size} bytes exceeds the limit of {protocol.MAX_FRAME}"
+                    )
+                message = protocol.parse(await reader.readexactly(size))
+        except TimeoutError:
+            raise SessionEnded(f"no request within {self.idle_timeout:g} s", "idle") from None
+        except asyncio.IncompleteReadError:
+            raise SessionEnded("the client closed before its request", "protocol-error") from None
+        except protocol.ProtocolError as error:
+            raise SessionEnded(f"tunnel: {error}", "protocol-error") from None
+        if message.type != "connect":
+            raise SessionEnded(f"tunnel: expected connect, not {message.type}", "protocol-error")
+        return message
 
     # --- one verifier session ----------------------------------------------------------------
 
@@ -373,6 +480,36 @@ class Inclavared:
             error = task.exception()
             if error is not None and not isinstance(error, ConnectionError):
                 raise SessionEnded(f"forwarding failed: {error}", "forward-failed")
+
+
+async def _splice(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    upstream_reader: asyncio.StreamReader,
+    upstream_writer: asyncio.StreamWriter,
+    counters: Counter[str],
+) -> None:
+    """Copy bytes both ways; an end of stream is passed on (write_eof), and it is over when
+    both directions have ended, or at the first failure of either."""
+
+    async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, name: str) -> None:
+        while data := await source.read(READ_SIZE):
+            sink.write(data)
+            counters[name] += len(data)
+            await sink.drain()
+        if sink.can_write_eof():
+            sink.write_eof()
+
+    tasks = [
+        asyncio.create_task(pump(reader, upstream_writer, "tunnel-to-enclave")),
+        asyncio.create_task(pump(upstream_reader, writer, "tunnel-to-client")),
+    ]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _remove_stale_socket(path: str) -> None:

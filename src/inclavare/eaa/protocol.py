@@ -44,7 +44,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "put-secret": {"name": "name", "ephemeral": "hex32", "sealed": "b64"},
     "secret-accepted": {"name": "name"},
     # Either direction of a session: application bytes follow, unframed, both ways.
-    "connect": {},
+    # On inclavared's tunnel listener (plain transport) `connect` names the enclave too.
+    "connect": {"enclave": "name?"},
     "connected": {},
     "error": {"reason": "text"},
 }

@@ -178,3 +178,42 @@ def measurements(attestation: PeerAttestation) -> dict[str, object]:
 
 def fingerprint(certificate: bytes) -> str:
     return hashlib.sha256(certificate).hexdigest()
+
+
+async def open_tunnel(
+    address: Address, tls: EnclaveTls, enclave: str = "", timeout: float = 30.0
+) -> AsyncSession:
+    """Enclave-TLS with the enclave itself through inclavared's tunnel listener: `tls`
+    verifies the enclave's evidence (its policy applies) and inclavared relays ciphertext."""
+    from inclavare.tls import aio
+
+    fields: dict[str, object] = {"enclave": enclave} if enclave else {}
+    try:
+        async with asyncio.timeout(timeout):
+            if address.scheme == "unix":
+                reader, writer = await asyncio.open_unix_connection(address.path)
+            else:
+                reader, writer = await asyncio.open_connection(address.host, address.port)
+    except (OSError, TimeoutError) as error:
+        reason = getattr(error, "strerror", None) or "timed out"
+        raise Unreachable(f"inclavared tunnel at {address}: {reason}") from None
+    try:
+        writer.write(protocol.encode(protocol.message("connect", **fields)))
+        async with asyncio.timeout(timeout):
+            await writer.drain()
+            header = await reader.readexactly(protocol.HEADER.size)
+            (size,) = protocol.HEADER.unpack(header)
+            if size > protocol.MAX_FRAME:
+                raise Unreachable("inclavared tunnel: oversized answer")
+            answer = protocol.parse(await reader.readexactly(size))
+        if answer.type == "error":
+            raise Unreachable(f"inclavared tunnel: {answer.text('reason')}")
+        if answer.type != "connected":
+            raise Unreachable(f"inclavared tunnel answered {answer.type} to connect")
+    except (OSError, TimeoutError, asyncio.IncompleteReadError, protocol.ProtocolError) as error:
+        writer.close()
+        raise Unreachable(f"inclavared tunnel at {address}: {error or 'timed out'}") from None
+    except BaseException:
+        writer.close()
+        raise
+    return await aio.establish(tls, reader, writer)
