@@ -22,6 +22,7 @@ PROGRAMS = {
     "enclave-sign": ("inclavare.cli.enclave_sign", False),
     "enclave-tls-server": ("inclavare.cli.enclave_tls_server", False),
     "enclave-tls-client": ("inclavare.cli.enclave_tls_client", False),
+    "inclavare-device-plugin": ("inclavare.cli.inclavare_device_plugin", False),
 }
 
 
