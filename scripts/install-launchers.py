@@ -23,6 +23,7 @@ PROGRAMS = {
     "enclave-tls-server": ("inclavare.cli.enclave_tls_server", False),
     "enclave-tls-client": ("inclavare.cli.enclave_tls_client", False),
     "inclavare-device-plugin": ("inclavare.cli.inclavare_device_plugin", False),
+    "inclavare-node-installer": ("inclavare.cli.inclavare_node_installer", False),
 }
 
 
