@@ -5,11 +5,13 @@ of deploy/ checked by containerd, dockerd and podman."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -389,3 +391,77 @@ def _podman_info(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["rune", rune_path()]
+
+
+class ApiServer:
+    """A loopback stand-in for the Kubernetes API's node PATCH: records each request and
+    answers with `status`."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.status = 200
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_PATCH(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.requests.append((self.command, self.path, dict(self.headers), body))
+                answer = (
+                    b"{}"
+                    if outer.status == 200
+                    else b'{"kind":"Status","message":"nodes \\"n1\\" is forbidden"}'
+                )
+                self.send_response(outer.status)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_node_is_labelled_after_install_and_unlabelled_before_uninstall(
+    host: Path, tmp_path: Path
+) -> None:
+    credentials = tmp_path / "sa"
+    credentials.mkdir()
+    (credentials / "token").write_text("secret-token\n")
+    api = ApiServer()
+    try:
+        common = ["--host-root", str(host), "--no-restart", "--node-name", "n1"]
+        common += ["--api-server", api.url, "--credentials", str(credentials)]
+        result = installer("install", *common)
+        assert result.returncode == 0, result.stderr
+        assert "node n1: label inclavare.io/rune=true" in result.stdout
+        removed = installer("uninstall", *common)
+        assert removed.returncode == 0, removed.stderr
+        assert [(method, path) for method, path, _, _ in api.requests] == [
+            ("PATCH", "/api/v1/nodes/n1"),
+            ("PATCH", "/api/v1/nodes/n1"),
+        ]
+        headers = api.requests[0][2]
+        assert headers["Authorization"] == "Bearer secret-token"
+        assert headers["Content-Type"] == "application/merge-patch+json"
+        bodies = [json.loads(body) for _, _, _, body in api.requests]
+        assert bodies == [
+            {"metadata": {"labels": {"inclavare.io/rune": "true"}}},
+            {"metadata": {"labels": {"inclavare.io/rune": None}}},
+        ]
+        api.status = 403
+        refused = installer("install", *common)
+        assert refused.returncode == 2
+        assert refused.stderr == (
+            "inclavare-node-installer install: labelling node n1 failed: HTTP 403: "
+            'nodes "n1" is forbidden\n'
+        )
+    finally:
+        api.close()

@@ -17,6 +17,7 @@ changes nothing the second time. Exit codes: 0 done, 2 refused (nothing was chan
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -44,6 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--payload", help="a directory with bin/ and what its programs need, for /opt/inclavare"
     )
+    parser.add_argument(
+        "--node-name",
+        default=os.environ.get("NODE_NAME") or None,
+        help="label this node inclavare.io/rune=true once installed, remove the label before "
+        "uninstalling (default: $NODE_NAME; no labelling without one)",
+    )
+    parser.add_argument("--api-server", help=argparse.SUPPRESS)
+    parser.add_argument("--credentials", help=argparse.SUPPRESS)
     parser.add_argument("--dry-run", action="store_true", help="say what would change")
     parser.add_argument("--no-restart", action="store_true", help="do not restart containerd")
     parser.add_argument(
@@ -72,7 +81,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             dry_run=args.dry_run,
             restart=restart,
         )
-        return installer.install() if args.action == "install" else installer.uninstall()
+        if args.action == "install":
+            installer.install()
+            _label(args, "true")
+        else:
+            _label(args, None)
+            installer.uninstall()
+        return 0
     except InclavareError as error:
         print(f"inclavare-node-installer {args.action}: {error}", file=sys.stderr)
         return 2
@@ -82,6 +97,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+
+
+def _label(args: argparse.Namespace, value: str | None) -> None:
+    from inclavare.k8s.installer import NODE_LABEL
+    from inclavare.k8s.nodelabel import SERVICE_ACCOUNT, label_node
+
+    if args.node_name is None:
+        print("node not labelled: no --node-name (or NODE_NAME)")
+        return
+    if args.dry_run:
+        print(f"node {args.node_name}: label {NODE_LABEL} would be set to {value}")
+        return
+    label_node(
+        args.node_name,
+        {NODE_LABEL: value},
+        args.api_server,
+        args.credentials or SERVICE_ACCOUNT,
+    )
+    print(f"node {args.node_name}: label {NODE_LABEL}={value or '(removed)'}")
 
 
 if __name__ == "__main__":

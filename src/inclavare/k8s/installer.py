@@ -289,7 +289,7 @@ class Installer:
         self.say(f"{self.config_name}: written")
         return True
 
-    def install(self) -> int:
+    def install(self) -> None:
         binary = self._containerd_binary()
         old = self._read_config()
         if binary is None and not old:
@@ -304,15 +304,13 @@ class Installer:
         self._make_sim_dir()
         if self._write_config(old, new):
             self._restart(old)
-        return 0
 
-    def uninstall(self) -> int:
+    def uninstall(self) -> None:
         old = self._read_config()
         new = remove_runtime(old, self.config_name)
         if self._write_config(old, new):
             self._restart(old)
         self._remove_payload()
-        return 0
 
     # --- programs ----------------------------------------------------------------------------
 
