@@ -251,6 +251,30 @@ def test_payload_is_copied_and_linked_then_removed(host: Path, tmp_path: Path) -
     assert not link.is_symlink() and not (host / "opt" / "inclavare").exists()
 
 
+def test_payload_over_a_python_the_node_lacks_is_refused(host: Path, tmp_path: Path) -> None:
+    payload = tmp_path / "payload"
+    (payload / "bin").mkdir(parents=True)
+    (payload / "venv" / "bin").mkdir(parents=True)
+    (payload / "venv" / "bin" / "python").symlink_to("/usr/bin/python3.11")
+    config = host / "etc" / "containerd" / "config.toml"
+    before = config.read_text()
+    result = installer("install", "--host-root", str(host), "--payload", str(payload))
+    assert result.returncode == 2
+    assert result.stderr == (
+        "inclavare-node-installer install: the programs need /usr/bin/python3.11 (the Python "
+        "of the installer's image) and this node has none: install that Python version on the "
+        "node first\n"
+    )
+    assert config.read_text() == before and not (host / "opt").exists()
+    (host / "usr" / "bin" / "python3.11").write_text("")
+    assert (
+        installer(
+            "install", "--host-root", str(host), "--payload", str(payload), "--no-restart"
+        ).returncode
+        == 0
+    )
+
+
 def test_foreign_program_in_usr_local_bin_is_refused(host: Path, tmp_path: Path) -> None:
     payload = tmp_path / "payload"
     (payload / "bin").mkdir(parents=True)

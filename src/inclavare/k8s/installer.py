@@ -320,6 +320,12 @@ class Installer:
         bin_dir = os.path.join(payload, "bin")
         if not os.path.isdir(bin_dir):
             raise InstallerError(f"the payload {payload} has no bin/ directory")
+        interpreter = _venv_interpreter(payload)
+        if interpreter is not None and not os.path.exists(self.host(interpreter)):
+            raise InstallerError(
+                f"the programs need {interpreter} (the Python of the installer's image) and "
+                "this node has none: install that Python version on the node first"
+            )
         target = self.host(PAYLOAD_DIR)
         if os.path.isdir(target) and not _differs(payload, target):
             self.say(f"{PAYLOAD_DIR}: unchanged")
@@ -423,6 +429,18 @@ class Installer:
         if result.returncode != 0:
             self.say(f"restart command failed: {result.stderr.strip() or result.returncode}")
         return result.returncode == 0
+
+
+def _venv_interpreter(payload: str) -> str | None:
+    """The interpreter the payload's virtual environment is made over (venv/bin/python is a
+    link to it): the node must have it at the same path."""
+    python = os.path.join(payload, "venv", "bin", "python")
+    if not os.path.islink(python):
+        return None
+    target = os.path.realpath(python)
+    if target.startswith(os.path.realpath(payload) + "/"):
+        return None  # a copied interpreter travels with the payload
+    return target
 
 
 def _differs(left: str, right: str) -> bool:
