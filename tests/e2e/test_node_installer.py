@@ -44,6 +44,8 @@ def installer_program() -> str:
 
 
 def installer(*args: str) -> subprocess.CompletedProcess[str]:
+    # Never the default restart command: it would restart the machine's own containerd.
+    assert any(arg in args for arg in ("--no-restart", "--dry-run", "--restart-command")), args
     return subprocess.run([installer_program(), *args], capture_output=True, text=True, timeout=120)
 
 
@@ -76,12 +78,29 @@ def dump(config: Path) -> dict[str, Any]:
     return tomllib.loads(result.stdout)
 
 
+def copy_program(program: str, root: Path) -> None:
+    """`program` and the shared libraries it loads, at their paths under `root` (what a
+    node's / has, for the installer to run it with chroot)."""
+    libraries = subprocess.run(["ldd", program], capture_output=True, text=True, check=True)
+    paths = [program]
+    for line in libraries.stdout.splitlines():
+        words = [word for word in line.split() if word.startswith("/")]
+        paths += words[:1]
+    for path in paths:
+        target = root / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(os.path.realpath(path), target)
+        except OSError:
+            shutil.copy2(path, target)
+
+
 @pytest.fixture
 def host(tmp_path: Path) -> Path:
-    """A node's / as the installer's container sees it: containerd and its config."""
+    """A node's / as the installer's container sees it: containerd (which the installer runs
+    there to check the configuration) and its config."""
     root = tmp_path / "host"
-    (root / "usr" / "bin").mkdir(parents=True)
-    (root / "usr" / "bin" / "containerd").symlink_to(shutil.which("containerd") or "containerd")
+    copy_program(shutil.which("containerd") or "/usr/bin/containerd", root)
     (root / "etc" / "containerd").mkdir(parents=True)
     (root / "etc" / "containerd" / "config.toml").write_text(private_default_config(tmp_path))
     return root
@@ -183,7 +202,7 @@ def test_dry_run_changes_nothing(host: Path) -> None:
 
 
 def test_node_without_containerd_is_refused(tmp_path: Path) -> None:
-    result = installer("install", "--host-root", str(tmp_path))
+    result = installer("install", "--host-root", str(tmp_path), "--no-restart")
     assert result.returncode == 2
     assert result.stderr == (
         "inclavare-node-installer install: no containerd on this node: neither "
@@ -191,6 +210,25 @@ def test_node_without_containerd_is_refused(tmp_path: Path) -> None:
         "/usr/bin, /usr/local/bin, /bin)\n"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_config_the_nodes_containerd_refuses_is_not_written(host: Path) -> None:
+    """Valid TOML that containerd cannot read (a setting of the wrong type): the node's
+    containerd, run in the node's root, is asked before anything is written."""
+    config = host / "etc" / "containerd" / "config.toml"
+    config.write_text('version = 2\noom_score = "high"\n')
+    before = config.read_text()
+    result = installer("install", "--host-root", str(host), "--no-restart")
+    assert result.returncode == 2
+    message = result.stderr.strip()
+    assert message.startswith(
+        "inclavare-node-installer install: the node's containerd refuses "
+        "/etc/containerd/config.toml with the change: "
+    )
+    assert message.endswith("Can't convert high(string) to int")
+    assert len(result.stderr.splitlines()) == 1
+    assert config.read_text() == before
+    assert sorted(path.name for path in config.parent.iterdir()) == ["config.toml"]
 
 
 def test_foreign_rune_runtime_is_refused_and_left_alone(host: Path) -> None:
@@ -258,7 +296,9 @@ def test_payload_over_a_python_the_node_lacks_is_refused(host: Path, tmp_path: P
     (payload / "venv" / "bin" / "python").symlink_to("/usr/bin/python3.11")
     config = host / "etc" / "containerd" / "config.toml"
     before = config.read_text()
-    result = installer("install", "--host-root", str(host), "--payload", str(payload))
+    result = installer(
+        "install", "--host-root", str(host), "--payload", str(payload), "--no-restart"
+    )
     assert result.returncode == 2
     assert result.stderr == (
         "inclavare-node-installer install: the programs need /usr/bin/python3.11 (the Python "
@@ -281,7 +321,9 @@ def test_foreign_program_in_usr_local_bin_is_refused(host: Path, tmp_path: Path)
     (payload / "bin" / "rune").write_text("#!/bin/sh\n")
     (host / "usr" / "local" / "bin").mkdir(parents=True)
     (host / "usr" / "local" / "bin" / "rune").write_text("the operator's own rune\n")
-    result = installer("install", "--host-root", str(host), "--payload", str(payload))
+    result = installer(
+        "install", "--host-root", str(host), "--payload", str(payload), "--no-restart"
+    )
     assert result.returncode == 2
     assert result.stderr.strip().endswith(
         "/usr/local/bin/rune exists and is not the installer's: remove it first"

@@ -251,11 +251,42 @@ class Installer:
                 return candidate
         return None
 
+    def _in_host(self, binary: str, *args: str) -> list[str]:
+        """A command line running the node's `binary` (a path under the host root) in the
+        node's root, so that it finds the node's libraries."""
+        if self.host_root == "/":
+            return [binary, *args]
+        return ["chroot", self.host_root, "/" + os.path.relpath(binary, self.host_root), *args]
+
+    def _check_with_containerd(self, binary: str | None, text: str) -> None:
+        """Have the node's containerd read the new configuration (`config dump`) before it
+        replaces the old one."""
+        if binary is None:
+            return
+        check = f"{self.config}.inclavare-check"
+        os.makedirs(os.path.dirname(check), exist_ok=True)
+        with open(check, "w") as file:
+            file.write(text)
+        node_path = "/" + os.path.relpath(check, self.host_root)
+        try:
+            result = subprocess.run(
+                self._in_host(binary, "--config", node_path, "config", "dump"),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        except (OSError, subprocess.SubprocessError) as error:
+            raise InstallerError(f"cannot run the node's containerd to check: {error}") from None
+        finally:
+            os.unlink(check)
+        if result.returncode != 0:
+            lines = result.stderr.strip().splitlines() or [f"exit status {result.returncode}"]
+            raise InstallerError(
+                f"the node's containerd refuses {self.config_name} with the change: {lines[-1]}"
+            )
+
     def _empty_config_version(self, binary: str) -> int:
-        command = [binary, "--version"]
-        if self.host_root != "/":
-            command = ["chroot", self.host_root, "/" + os.path.relpath(binary, self.host_root)]
-            command.append("--version")
+        command = self._in_host(binary, "--version")
         try:
             output = subprocess.run(
                 command, capture_output=True, text=True, timeout=30, check=True
@@ -299,6 +330,8 @@ class Installer:
             )
         empty_version = self._empty_config_version(binary) if not old.strip() and binary else None
         new = add_runtime(old, self.config_name, empty_version)
+        if new != old:
+            self._check_with_containerd(binary, new)
         if self.payload is not None:
             self._install_payload(self.payload)
         self._make_sim_dir()
@@ -308,6 +341,8 @@ class Installer:
     def uninstall(self) -> None:
         old = self._read_config()
         new = remove_runtime(old, self.config_name)
+        if new != old:
+            self._check_with_containerd(self._containerd_binary(), new)
         if self._write_config(old, new):
             self._restart(old)
         self._remove_payload()
