@@ -196,6 +196,7 @@ class DevicePlugin:
         self._server: grpc.Server | None = None
         self._served: tuple[int, int, int] | None = None
         self._registered_with: tuple[int, int, int] | None = None
+        self._told_unanswered = False  # said once per outage, not at every retry
         self.registrations = 0
 
     def serve(self) -> None:
@@ -244,13 +245,16 @@ class DevicePlugin:
             except grpc.RpcError as error:
                 code = error.code()
                 if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    log.warning(f"the kubelet at {self.kubelet_socket} does not answer yet")
+                    if not self._told_unanswered:
+                        log.warning(f"the kubelet at {self.kubelet_socket} does not answer yet")
+                        self._told_unanswered = True
                     return False
                 raise RegistrationRefused(
                     f"the kubelet refused the registration of {self.resource_name}: "
                     f"{error.details()}"
                 ) from None
         self._registered_with = kubelet
+        self._told_unanswered = False
         self.registrations += 1
         log.info(f"registered {self.resource_name} with the kubelet at {self.kubelet_socket}")
         return True
