@@ -14,16 +14,26 @@ SKELETON_PALS := $(SKELETON)/liberpal-skeleton-v1.so $(SKELETON)/liberpal-skelet
 	$(SKELETON)/liberpal-skeleton-v3.so
 SKELETON_SOURCES := $(SKELETON)/skeleton.c $(SKELETON)/skeleton.h $(SKELETON)/report.c
 PAL_CFLAGS := -O2 -Wall -Wextra -Werror -shared -fPIC -fvisibility=hidden -pthread
+# The project's .proto files; `build` generates <name>_pb2.py(i) beside each (gitignored) with
+# the protoc of grpcio-tools in the venv. Add a component's protos here.
+PROTO_FILES := src/inclavare/k8s/proto/deviceplugin.proto
+PROTO_MODULES := $(PROTO_FILES:.proto=_pb2.py)
+PROTO_PYTHON ?= $(VENV)/bin/python
 
-.PHONY: all install apt venv build pal programs lint test test-unit test-integration test-e2e demo bench clean
+.PHONY: all install apt venv build pal protos programs lint test test-unit test-integration test-e2e demo bench clean
 
 all: install
 
 install: apt venv build programs
 
 # The C extension with the system calls Python's os module lacks (see linux/syscalls.py),
-# and the sample enclave runtime of the PAL ABI.
-build: $(SYSCALLS_EXT) pal
+# the sample enclave runtime of the PAL ABI, and the Python modules of the .proto files.
+build: $(SYSCALLS_EXT) pal protos
+
+protos: $(PROTO_MODULES)
+
+$(PROTO_MODULES): %_pb2.py: %.proto scripts/gen-protos.py
+	$(PROTO_PYTHON) scripts/gen-protos.py $<
 
 $(SYSCALLS_EXT): src/inclavare/linux/_syscalls.c
 	gcc -O2 -Wall -Wextra -Wno-unused-parameter -Werror -shared -fPIC \
@@ -89,4 +99,4 @@ bench: install
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache $(SYSCALLS_EXT) \
-		$(SKELETON_PALS)
+		$(SKELETON_PALS) $(PROTO_MODULES) $(PROTO_MODULES:.py=.pyi)

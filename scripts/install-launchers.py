@@ -24,6 +24,8 @@ PROGRAMS = {
     "enclave-tls-client": ("inclavare.cli.enclave_tls_client", False),
     "inclavared": ("inclavare.cli.inclavared", False),
     "inclavare-enclave-service": ("inclavare.cli.enclave_service", False),
+    "inclavare-device-plugin": ("inclavare.cli.inclavare_device_plugin", False),
+    "inclavare-node-installer": ("inclavare.cli.inclavare_node_installer", False),
 }
 
 
