@@ -486,3 +486,57 @@ def test_an_application_that_speaks_first_is_forwarded(parties: Parties) -> None
             await session.close()
 
     asyncio.run(main())
+
+
+def test_with_mutual_verifiers_must_attest_themselves(
+    parties: Parties, module_sim_dir: Path
+) -> None:
+    sim = Config(
+        attester="sim", allow_simulated=True, handshake_timeout=5.0, sim_dir=str(module_sim_dir)
+    )
+    attesting_client = EnclaveTls(replace(sim, mutual=True), server=False)
+
+    async def main() -> None:
+        server = await aio.start_server(parties.enclave, good(parties), "127.0.0.1", 0)
+        daemon = Inclavared(
+            downstream=EnclaveTls(replace(sim, mutual=True), server=True),
+            upstream=parties.upstream,
+            enclaves={"good": Address("tcp", *server.address)},
+            log_stream=io.StringIO(),
+        )
+        listening = await daemon.listen(Address("tcp", "127.0.0.1", 0))
+        address = Address("tcp", *listening.address)
+        try:
+            with pytest.raises(Unreachable, match="certificate required"):
+                await remote_attest(address, parties.client, parties.checker, timeout=20)
+            result = await remote_attest(address, attesting_client, parties.checker, timeout=20)
+            assert result.enclave.claims["mrenclave"]
+        finally:
+            await daemon.close()
+            await server.close()
+
+    asyncio.run(main())
+
+
+def test_closing_ends_open_sessions_at_once(parties: Parties) -> None:
+    """What SIGTERM does: stop accepting and end the sessions still open, without waiting
+    for their clients."""
+
+    async def main() -> None:
+        async with chain(parties, {"good": good(parties)}) as running:
+            session = await aio.open_connection(
+                parties.client, running.address.host, running.address.port
+            )
+            for _ in range(100):
+                if running.daemon.metrics.sessions_active:
+                    break
+                await asyncio.sleep(0.01)
+            assert running.daemon.metrics.sessions_active == 1
+            async with asyncio.timeout(5):
+                await running.daemon.close()
+                assert await session.read() == b""
+            await session.close()
+            ends = [e for e in running.events() if e["event"] == "session-end"]
+            assert [e["outcome"] for e in ends] == ["cancelled"]
+
+    asyncio.run(main())

@@ -52,6 +52,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     flag("--json", action="store_true", help="print the result as one JSON object")
     add_plugin_flags(parser)
     parser.set_defaults(run=run_remoteattestation, attester="nullattester")
+    # --attester (from the shared flags): shelter's own evidence, for an inclavared --mutual.
 
 
 def run_remoteattestation(args: argparse.Namespace) -> int:
@@ -63,7 +64,9 @@ def run_remoteattestation(args: argparse.Namespace) -> int:
     secret = _secret(args.secret)
     enclave_policy = load_policy_file(args.policy, "--policy")
     inclavared_policy = load_policy_file(args.inclavared_policy, "--inclavared-policy")
-    client = make_tls(tls_config(args, inclavared_policy, mutual=False), server=False)
+    # With an attester of its own, shelter attests itself when inclavared asks (--mutual).
+    attests = args.attester not in (None, "nullattester")
+    client = make_tls(tls_config(args, inclavared_policy, mutual=attests), server=False)
     enclave_verifier = make_tls(
         tls_config(args, enclave_policy, mutual=False, attester="nullattester"), server=False
     )
