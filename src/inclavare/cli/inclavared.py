@@ -143,12 +143,11 @@ async def run(daemon: object, listens: list[object], metrics_address: object) ->
             daemon.log("listening", address=str(shown))
         for address in daemon.tunnel_addresses:
             try:
-                tunnel = await daemon.listen_tunnel(address)
+                bound = await daemon.listen_tunnel(address)
             except OSError as error:
                 raise UsageError(f"cannot listen on {address}: {error.strerror or error}") from None
             shown = address
             if address.scheme == "tcp":
-                bound = tunnel.sockets[0].getsockname()
                 shown = Address("tcp", bound[0], bound[1])
             daemon.log("tunnel-listening", address=str(shown))
         if isinstance(metrics_address, Address):

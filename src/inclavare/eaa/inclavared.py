@@ -35,9 +35,9 @@ import contextlib
 import itertools
 import json
 import os
+import socket
 import sys
 import time
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
@@ -51,6 +51,7 @@ from inclavare.eaa.evidence import (
     evidence_digest,
 )
 from inclavare.eaa.metrics import Metrics
+from inclavare.eaa.splice import relay
 from inclavare.errors import InclavareError
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ class Inclavared:
     trim_after: float = 1.0
     _trim: asyncio.TimerHandle | None = None
     tunnel_addresses: list[Address] = field(default_factory=list)
-    tunnel_servers: list[asyncio.Server] = field(default_factory=list)
+    tunnel_listeners: list[socket.socket] = field(default_factory=list)
     _tunnels: set[asyncio.Task[None]] = field(default_factory=set)
 
     # --- logging ---------------------------------------------------------------------------
@@ -125,95 +126,119 @@ class Inclavared:
         for server in self.servers:
             await server.close()
         self.servers.clear()
-        for tunnel_server in self.tunnel_servers:
-            tunnel_server.close()
         for task in list(self._tunnels):
             task.cancel()
         if self._tunnels:
             await asyncio.gather(*self._tunnels, return_exceptions=True)
-        for tunnel_server in self.tunnel_servers:
-            await tunnel_server.wait_closed()
-        self.tunnel_servers.clear()
+        for listener in self.tunnel_listeners:
+            listener.close()
+        self.tunnel_listeners.clear()
 
     # --- the tunnel: end-to-end Enclave-TLS between a client and an enclave ----------------
 
-    async def listen_tunnel(self, address: Address) -> asyncio.Server:
+    async def listen_tunnel(self, address: Address) -> tuple[str, int]:
+        """Listen for tunnel clients; returns the bound address (host, port) or (path, 0)."""
         if address.scheme == "unix":
             _remove_stale_socket(address.path)
-            server = await asyncio.start_unix_server(self._tunnel, address.path, backlog=1024)
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            where: str | tuple[str, int] = address.path
         else:
-            server = await asyncio.start_server(
-                self._tunnel, address.host, address.port, backlog=1024
-            )
-        self.tunnel_servers.append(server)
-        return server
+            family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+            listener = socket.socket(family, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            where = (address.host, address.port)
+        try:
+            listener.bind(where)
+            listener.listen(1024)
+            listener.setblocking(False)
+        except OSError:
+            listener.close()
+            raise
+        self.tunnel_listeners.append(listener)
+        self._tunnels.add(asyncio.create_task(self._accept_tunnels(listener)))
+        bound = listener.getsockname()
+        return (bound, 0) if isinstance(bound, str) else (str(bound[0]), int(bound[1]))
 
-    async def _tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tunnels.add(task)
+    async def _accept_tunnels(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                client, _ = await loop.sock_accept(listener)
+            except OSError as error:  # e.g. out of descriptors: say so, go on
+                self.log("tunnel-accept-failed", reason=error.strerror or str(error))
+                await asyncio.sleep(0.1)
+                continue
+            task = asyncio.create_task(self._tunnel(client))
+            self._tunnels.add(task)
+            task.add_done_callback(self._tunnels.discard)
+
+    async def _tunnel(self, client: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        client.setblocking(False)
         number = next(self._ids)
         self.metrics.sessions_total += 1
         self.metrics.sessions_active += 1
         outcome, reason = "completed", ""
-        upstream_writer: asyncio.StreamWriter | None = None
+        upstream: socket.socket | None = None
         try:
-            request = await self._tunnel_request(reader)
+            request = await self._tunnel_request(client)
             name = request.text("enclave") or next(iter(self.enclaves))
             address = self.enclaves.get(name)
             if address is None:
                 known = ", ".join(self.enclaves)
                 raise SessionEnded(f"unknown enclave {name!r} (this inclavared reaches: {known})")
             try:
-                async with asyncio.timeout(self.request_timeout):
-                    if address.scheme == "unix":
-                        upstream = await asyncio.open_unix_connection(address.path)
-                    else:
-                        upstream = await asyncio.open_connection(address.host, address.port)
+                upstream = await _connect_raw(address, self.request_timeout)
             except (OSError, TimeoutError) as error:
-                reason = getattr(error, "strerror", None) or "timed out"
+                cause = getattr(error, "strerror", None) or "timed out"
                 raise SessionEnded(
-                    f"enclave {name} at {address}: {reason}", "enclave-failed"
+                    f"enclave {name} at {address}: {cause}", "enclave-failed"
                 ) from None
-            upstream_reader, upstream_writer = upstream
-            writer.write(protocol.encode(protocol.message("connected")))
-            await writer.drain()
+            await loop.sock_sendall(client, protocol.encode(protocol.message("connected")))
             self.log("tunnel", session=number, enclave=name, address=str(address))
-            await _splice(
-                reader, writer, upstream_reader, upstream_writer, self.metrics.bytes_forwarded
+            await relay(
+                client,
+                upstream,
+                self.metrics.bytes_forwarded,
+                ("tunnel-to-enclave", "tunnel-to-client"),
             )
         except SessionEnded as ended:
             outcome, reason = ended.outcome, str(ended)
             with contextlib.suppress(Exception):
-                writer.write(protocol.error_frame(reason))
-                await writer.drain()
+                async with asyncio.timeout(1):
+                    await loop.sock_sendall(client, protocol.error_frame(reason))
+                    # Closing with unread bytes would reset the connection and could destroy
+                    # the error frame before the client reads it: end writing, drain, close.
+                    client.shutdown(socket.SHUT_WR)
+                    while await loop.sock_recv(client, 65536):
+                        pass
         except asyncio.CancelledError:
             outcome, reason = "cancelled", "inclavared is shutting down"
-        except (OSError, asyncio.IncompleteReadError) as error:
-            outcome, reason = "failed", f"tunnel: {error}"
+        except OSError as error:
+            outcome, reason = "failed", f"tunnel: {error.strerror or error}"
         finally:
-            for stream in (writer, upstream_writer):
-                if stream is not None:
-                    stream.close()
+            client.close()
+            if upstream is not None:
+                upstream.close()
             self.metrics.sessions_active -= 1
             self.metrics.session_ends[outcome] += 1
             self.log("session-end", session=number, outcome=outcome, reason=reason, tunnel=True)
-            self._tunnels.discard(task)
 
-    async def _tunnel_request(self, reader: asyncio.StreamReader) -> protocol.Message:
-        """The client's `connect` frame, read without taking a byte beyond it."""
+    async def _tunnel_request(self, client: socket.socket) -> protocol.Message:
+        """The client's `connect` frame, read without taking a byte beyond it (what follows
+        is the client's TLS, for the enclave)."""
         try:
             async with asyncio.timeout(self.idle_timeout):
-                header = await reader.readexactly(protocol.HEADER.size)
+                header = await _receive_exactly(client, protocol.HEADER.size)
                 (size,) = protocol.HEADER.unpack(header)
                 if size > protocol.MAX_FRAME:
                     raise protocol.ProtocolError(
                         f"frame of {size} bytes exceeds the limit of {protocol.MAX_FRAME}"
                     )
-                message = protocol.parse(await reader.readexactly(size))
+                message = protocol.parse(await _receive_exactly(client, size))
         except TimeoutError:
             raise SessionEnded(f"no request within {self.idle_timeout:g} s", "idle") from None
-        except asyncio.IncompleteReadError:
+        except EOFError:
             raise SessionEnded("the client closed before its request", "protocol-error") from None
         except protocol.ProtocolError as error:
             raise SessionEnded(f"tunnel: {error}", "protocol-error") from None
@@ -482,34 +507,34 @@ class Inclavared:
                 raise SessionEnded(f"forwarding failed: {error}", "forward-failed")
 
 
-async def _splice(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    upstream_reader: asyncio.StreamReader,
-    upstream_writer: asyncio.StreamWriter,
-    counters: Counter[str],
-) -> None:
-    """Copy bytes both ways; an end of stream is passed on (write_eof), and it is over when
-    both directions have ended, or at the first failure of either."""
+async def _receive_exactly(sock: socket.socket, size: int) -> bytes:
+    loop = asyncio.get_running_loop()
+    data = b""
+    while len(data) < size:
+        chunk = await loop.sock_recv(sock, size - len(data))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return data
 
-    async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, name: str) -> None:
-        while data := await source.read(READ_SIZE):
-            sink.write(data)
-            counters[name] += len(data)
-            await sink.drain()
-        if sink.can_write_eof():
-            sink.write_eof()
 
-    tasks = [
-        asyncio.create_task(pump(reader, upstream_writer, "tunnel-to-enclave")),
-        asyncio.create_task(pump(upstream_reader, writer, "tunnel-to-client")),
-    ]
+async def _connect_raw(address: Address, timeout: float) -> socket.socket:
+    loop = asyncio.get_running_loop()
+    if address.scheme == "unix":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        where: str | tuple[str, int] = address.path
+    else:
+        family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        where = (address.host, address.port)
+    sock.setblocking(False)
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        async with asyncio.timeout(timeout):
+            await loop.sock_connect(sock, where)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _remove_stale_socket(path: str) -> None:
