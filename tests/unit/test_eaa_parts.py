@@ -247,3 +247,41 @@ def test_metrics_render_as_prometheus_text() -> None:
     assert buckets == sorted(buckets) and buckets[-1] <= infinite
     assert infinite == values["inclavared_attestation_seconds_count"] == len(observed)
     assert values["inclavared_attestation_seconds_sum"] == pytest.approx(sum(observed), abs=1e-5)
+
+
+def test_splice_relay_copies_both_ways_and_passes_on_the_end() -> None:
+    import asyncio
+    import socket
+    from collections import Counter
+
+    from inclavare.eaa.splice import relay
+
+    async def main() -> None:
+        client, relay_client_side = socket.socketpair()
+        relay_enclave_side, enclave = socket.socketpair()
+        counters: Counter[str] = Counter()
+        task = asyncio.create_task(
+            relay(relay_client_side, relay_enclave_side, counters, ("up", "down"))
+        )
+        loop = asyncio.get_running_loop()
+        for sock in (client, enclave):
+            sock.setblocking(False)
+        payload = os.urandom(3 * 1024 * 1024)
+        sending = asyncio.create_task(loop.sock_sendall(client, payload))
+        received = b""
+        while len(received) < len(payload):
+            received += await loop.sock_recv(enclave, 1 << 16)
+        await sending
+        assert received == payload
+        await loop.sock_sendall(enclave, b"answer")
+        assert await loop.sock_recv(client, 100) == b"answer"
+        client.shutdown(socket.SHUT_WR)
+        assert await loop.sock_recv(enclave, 100) == b""  # the end is passed on
+        enclave.close()
+        async with asyncio.timeout(5):
+            await task
+        assert counters == Counter({"up": len(payload), "down": 6})
+        for sock in (client, relay_client_side, relay_enclave_side):
+            sock.close()
+
+    asyncio.run(main())
