@@ -38,6 +38,8 @@ from inclavare.errors import InclavareError
 
 RUNTIME_NAME = "rune"
 RUNTIME_TYPE = "io.containerd.rune.v2"
+DEFAULT_RUNTIME = "runc"
+RUNC_TYPE = "io.containerd.runc.v2"
 SHIM_PATH = "/usr/local/bin/containerd-shim-rune-v2"
 RUNE_PATH = "/usr/local/bin/rune"
 # Annotations the CRI plugin passes from the pod and the container (the device plugin's
@@ -83,10 +85,24 @@ def _toml_value(value: Any) -> str:
     raise TypeError(value)
 
 
-def runtime_block(version: int) -> str:
-    """The marked block the installer writes for a config of `version`."""
-    header = ".".join(part if "." not in part else f'"{part}"' for part in runtime_table(version))
-    lines = [BEGIN_MARK, f"[{header}]"]
+def default_runtime_table(version: int) -> tuple[str, ...]:
+    """The key path of containerd's default runtime, runc, in a config of `version`."""
+    return (*runtime_table(version)[:-1], DEFAULT_RUNTIME)
+
+
+def _header(path: Sequence[str]) -> str:
+    return "[" + ".".join(part if "." not in part else f'"{part}"' for part in path) + "]"
+
+
+def runtime_block(version: int, with_default: bool = False) -> str:
+    """The marked block the installer writes for a config of `version`; `with_default`
+    adds containerd's own default runtime, runc, for a file that defines no runtimes table
+    (containerd 1.x takes the file's table in place of its built-in one, so a file naming
+    only rune would lose runc, and the CRI plugin with it)."""
+    lines = [BEGIN_MARK]
+    if with_default:
+        lines += [_header(default_runtime_table(version)), f'  runtime_type = "{RUNC_TYPE}"']
+    lines.append(_header(runtime_table(version)))
     lines += [f"  {key} = {_toml_value(value)}" for key, value in runtime_settings().items()]
     lines.append(END_MARK)
     return "\n".join(lines) + "\n"
@@ -166,12 +182,20 @@ def add_runtime(text: str, where: str, empty_version: int | None = None) -> str:
         version = empty_version
         prefix = f"version = {version}\n\n"
     table = runtime_table(version)
+    runtimes = _lookup(parsed, table[:-1])
+    default_name = _lookup(parsed, (*table[:-2], "default_runtime_name")) or DEFAULT_RUNTIME
+    with_default = not isinstance(runtimes, dict) or default_name not in runtimes
+    if with_default and default_name != DEFAULT_RUNTIME:
+        raise InstallerError(
+            f"{where}: the default runtime {default_name!r} is not defined in the file, and "
+            "adding rune's table would hide containerd's built-in ones: define it first"
+        )
     if _lookup(parsed, table) is not None:
         raise InstallerError(
             f"{where} already defines a runtime named {RUNTIME_NAME} that inclavare-node-installer "
             f"did not write ({'.'.join(table)}): remove it, then install again"
         )
-    result = prefix + runtime_block(version)
+    result = prefix + runtime_block(version, with_default)
     try:
         after: dict[str, Any] | None = tomllib.loads(result)
     except tomllib.TOMLDecodeError:
@@ -180,7 +204,7 @@ def add_runtime(text: str, where: str, empty_version: int | None = None) -> str:
     if (
         after is None
         or _lookup(after, table) != runtime_settings()
-        or _without(after, table) != _without(before, table)
+        or _added_tables(after, table, with_default) != _without(before, table)
     ):
         raise InstallerError(
             f"{where}: the rune runtime cannot be added as a table at the end of this file "
@@ -188,6 +212,14 @@ def add_runtime(text: str, where: str, empty_version: int | None = None) -> str:
             "deploy/containerd/config.toml"
         )
     return result
+
+
+def _added_tables(after: dict[str, Any], table: tuple[str, ...], with_default: bool) -> Any:
+    """`after` less what the block added."""
+    rest = _without(after, table)
+    if with_default:
+        rest = _without(rest, (*table[:-1], DEFAULT_RUNTIME))
+    return rest
 
 
 def remove_runtime(text: str, where: str) -> str:
