@@ -164,3 +164,29 @@ def test_snippets_are_what_the_installer_writes() -> None:
         text = (DEPLOY / "containerd" / name).read_text()
         assert add_runtime("", "c", version) in text, name
         assert add_runtime(text, "c") == text  # the installer finds its own block
+
+
+def test_a_file_without_runtimes_keeps_containerds_default_runtime() -> None:
+    """containerd 1.x takes a file's runtimes table in place of its own: a file naming only
+    rune would lose runc, the CRI plugin's default, and the plugin would not load."""
+    packaged = (
+        'version = 2\n\n[plugins."io.containerd.grpc.v1.cri".cni]\n  bin_dir = "/usr/lib/cni"\n'
+    )
+    runtimes = tomllib.loads(add_runtime(packaged, "c"))["plugins"]["io.containerd.grpc.v1.cri"][
+        "containerd"
+    ]["runtimes"]
+    assert runtimes["runc"] == {"runtime_type": "io.containerd.runc.v2"}
+    assert runtimes["rune"]["runtime_type"] == "io.containerd.rune.v2"
+    assert remove_runtime(add_runtime(packaged, "c"), "c") == packaged
+
+    with_runc = packaged + (
+        '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]\n'
+        '  runtime_type = "io.containerd.runc.v2"\n'
+    )
+    assert add_runtime(with_runc, "c").count(".runtimes.runc]") == 1
+
+    other_default = packaged + (
+        '[plugins."io.containerd.grpc.v1.cri".containerd]\n  default_runtime_name = "crun"\n'
+    )
+    with pytest.raises(InstallerError, match="the default runtime 'crun' is not defined"):
+        add_runtime(other_default, "c")
