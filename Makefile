@@ -14,16 +14,27 @@ SKELETON_PALS := $(SKELETON)/liberpal-skeleton-v1.so $(SKELETON)/liberpal-skelet
 	$(SKELETON)/liberpal-skeleton-v3.so
 SKELETON_SOURCES := $(SKELETON)/skeleton.c $(SKELETON)/skeleton.h $(SKELETON)/report.c
 PAL_CFLAGS := -O2 -Wall -Wextra -Werror -shared -fPIC -fvisibility=hidden -pthread
+# The shim's protobuf messages, generated from the .proto files by grpcio-tools (a dev
+# dependency of the venv); the generated modules are not kept in git.
+PROTO_DIR := src/inclavare/shim/proto
+PROTOS := $(wildcard $(PROTO_DIR)/*.proto)
+PROTO_MODULES := $(PROTOS:.proto=_pb2.py)
+PROTOC_PYTHON ?= $(VENV)/bin/python
 
-.PHONY: all install apt venv build pal programs lint test test-unit test-integration test-e2e demo bench clean
+.PHONY: all install apt venv build pal protos programs lint test test-unit test-integration test-e2e demo bench clean
 
 all: install
 
 install: apt venv build programs
 
 # The C extension with the system calls Python's os module lacks (see linux/syscalls.py),
-# and the sample enclave runtime of the PAL ABI.
-build: $(SYSCALLS_EXT) pal
+# the sample enclave runtime of the PAL ABI, and the shim's protobuf modules.
+build: $(SYSCALLS_EXT) pal protos
+
+protos: $(PROTO_MODULES)
+
+$(PROTO_DIR)/%_pb2.py: $(PROTO_DIR)/%.proto
+	$(PROTOC_PYTHON) -m grpc_tools.protoc -I src --python_out=src $<
 
 $(SYSCALLS_EXT): src/inclavare/linux/_syscalls.c
 	gcc -O2 -Wall -Wextra -Wno-unused-parameter -Werror -shared -fPIC \
@@ -87,4 +98,4 @@ bench: install
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache $(SYSCALLS_EXT) \
-		$(SKELETON_PALS)
+		$(SKELETON_PALS) $(PROTO_MODULES)

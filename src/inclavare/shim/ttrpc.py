@@ -233,7 +233,9 @@ def encode_request(request: Request) -> bytes:
     if request.timeout_nano:
         out += _varint_field(4, request.timeout_nano)
     for key, value in request.metadata:
-        pair = _bytes_field(1, key.encode()) + _bytes_field(2, value.encode())
+        pair = (_bytes_field(1, key.encode()) if key else b"") + (
+            _bytes_field(2, value.encode()) if value else b""
+        )
         out += _bytes_field(5, pair)
     return bytes(out)
 

@@ -245,3 +245,35 @@ def test_unknown_message_types_are_ignored(server_socket: str) -> None:
     sock.sendall(ttrpc.encode_frame(3, ttrpc.TYPE_REQUEST, request))
     assert _read_response(sock) == (3, ttrpc.Response(payload=b"ba"))
     sock.close()
+
+
+# --- the hand-written envelopes against the protobuf runtime -----------------------------------
+
+
+@given(requests)
+def test_requests_match_the_protobuf_runtime(request: ttrpc.Request) -> None:
+    from inclavare.shim.proto import ttrpc_pb2
+
+    generated = ttrpc_pb2.Request(
+        service=request.service,
+        method=request.method,
+        payload=request.payload,
+        timeout_nano=request.timeout_nano,
+        metadata=[ttrpc_pb2.KeyValue(key=k, value=v) for k, v in request.metadata],
+    )
+    assert ttrpc.encode_request(request) == generated.SerializeToString(deterministic=True)
+    parsed = ttrpc_pb2.Request.FromString(ttrpc.encode_request(request))
+    assert parsed == generated
+
+
+@given(statuses, st.binary(max_size=200))
+def test_responses_match_the_protobuf_runtime(status: ttrpc.Status, payload: bytes) -> None:
+    from inclavare.shim.proto import ttrpc_pb2
+
+    generated = ttrpc_pb2.Response(payload=payload)
+    if status != ttrpc.Status():
+        generated.status.code = status.code
+        generated.status.message = status.message
+    encoded = ttrpc.encode_response(ttrpc.Response(status, payload))
+    assert encoded == generated.SerializeToString(deterministic=True)
+    assert ttrpc.decode_response(generated.SerializeToString()) == ttrpc.Response(status, payload)
