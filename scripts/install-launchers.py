@@ -22,6 +22,7 @@ PROGRAMS = {
     "enclave-sign": ("inclavare.cli.enclave_sign", False),
     "enclave-tls-server": ("inclavare.cli.enclave_tls_server", False),
     "enclave-tls-client": ("inclavare.cli.enclave_tls_client", False),
+    "containerd-shim-rune-v2": ("inclavare.cli.containerd_shim_rune_v2", True),
 }
 
 

@@ -129,7 +129,7 @@ class FrameDecoder:
 # --- the protobuf wire format, as much of it as the envelopes need ---------------------------
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
     out = bytearray()
     while True:
         byte = value & 0x7F
@@ -184,12 +184,12 @@ def fields(data: bytes) -> list[tuple[int, int, int | bytes]]:
     return found
 
 
-def _bytes_field(number: int, value: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(value)) + value
+def bytes_field(number: int, value: bytes) -> bytes:
+    return varint(number << 3 | 2) + varint(len(value)) + value
 
 
-def _varint_field(number: int, value: int) -> bytes:
-    return _varint(number << 3) + _varint(value & 0xFFFFFFFFFFFFFFFF)
+def varint_field(number: int, value: int) -> bytes:
+    return varint(number << 3) + varint(value & 0xFFFFFFFFFFFFFFFF)
 
 
 def _text(value: int | bytes, wire_type: int, what: str) -> str:
@@ -225,18 +225,18 @@ def _signed64(value: int) -> int:
 def encode_request(request: Request) -> bytes:
     out = bytearray()
     if request.service:
-        out += _bytes_field(1, request.service.encode())
+        out += bytes_field(1, request.service.encode())
     if request.method:
-        out += _bytes_field(2, request.method.encode())
+        out += bytes_field(2, request.method.encode())
     if request.payload:
-        out += _bytes_field(3, request.payload)
+        out += bytes_field(3, request.payload)
     if request.timeout_nano:
-        out += _varint_field(4, request.timeout_nano)
+        out += varint_field(4, request.timeout_nano)
     for key, value in request.metadata:
-        pair = (_bytes_field(1, key.encode()) if key else b"") + (
-            _bytes_field(2, value.encode()) if value else b""
+        pair = (bytes_field(1, key.encode()) if key else b"") + (
+            bytes_field(2, value.encode()) if value else b""
         )
-        out += _bytes_field(5, pair)
+        out += bytes_field(5, pair)
     return bytes(out)
 
 
@@ -268,9 +268,9 @@ def decode_request(data: bytes) -> Request:
 def encode_status(status: Status) -> bytes:
     out = bytearray()
     if status.code:
-        out += _varint_field(1, status.code)
+        out += varint_field(1, status.code)
     if status.message:
-        out += _bytes_field(2, status.message.encode())
+        out += bytes_field(2, status.message.encode())
     return bytes(out)
 
 
@@ -288,9 +288,9 @@ def encode_response(response: Response) -> bytes:
     out = bytearray()
     status = encode_status(response.status)
     if status:
-        out += _bytes_field(1, status)
+        out += bytes_field(1, status)
     if response.payload:
-        out += _bytes_field(2, response.payload)
+        out += bytes_field(2, response.payload)
     return bytes(out)
 
 

@@ -1,0 +1,545 @@
+"""containerd's Task service (containerd.task.v2.Task) for the containers of one shim.
+
+One shim serves every container of a group (a Kubernetes pod: the CRI sandbox id), each with
+its init process and its exec'd processes. Each call maps onto a `rune` command as the runc
+shim maps it onto runc; exits come from the reaper and go to containerd as /tasks/exit events
+and as the answers of pending Wait calls.
+
+Where this differs from containerd's runc shim: no checkpoint/restore (Checkpoint answers
+UNIMPLEMENTED), no OOM events yet, no shim cgroup (Options.shim_cgroup is ignored), and the
+I/O's owner is always root (Options.io_uid/io_gid are ignored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from inclavare.shim import ttrpc
+from inclavare.shim.bundle import ROOT_DIRECTORY, write_options
+from inclavare.shim.events import Publisher
+from inclavare.shim.mounts import mount_all, unmount_all
+from inclavare.shim.reaper import Reaper
+from inclavare.shim.runtime import Runtime
+from inclavare.shim.stdio import ProcessIO
+from inclavare.shim.ttrpc_server import Handler, RpcError
+
+# containerd.v1.types.Status
+UNKNOWN, CREATED, RUNNING, STOPPED, PAUSED = 0, 1, 2, 3, 4
+
+RUNC_OPTIONS = "containerd.runc.v1.Options"
+PROCESS_DETAILS = "containerd.runc.v1.ProcessDetails"
+METRICS = "io.containerd.cgroups.v1.Metrics"
+SERVICE = "containerd.task.v2.Task"
+SANDBOX_ID_ANNOTATION = "io.kubernetes.cri.sandbox-id"
+
+
+def _pb() -> Any:
+    from inclavare.shim.proto import shim_pb2
+
+    return shim_pb2
+
+
+def _events() -> Any:
+    from inclavare.shim.proto import events_pb2
+
+    return events_pb2
+
+
+def _set_time(timestamp: Any, when: float | None) -> None:
+    if when is not None:
+        timestamp.FromNanoseconds(int(when * 1e9))
+
+
+class Process:
+    def __init__(self, container: Container, exec_id: str, request: Any, spec: bytes = b"") -> None:
+        self.container = container
+        self.exec_id = exec_id
+        self.stdin = str(request.stdin)
+        self.stdout = str(request.stdout)
+        self.stderr = str(request.stderr)
+        self.terminal = bool(request.terminal)
+        self.spec = spec
+        self.pid = 0
+        self.status = CREATED
+        self.exit_status = 0
+        self.exited_at: float | None = None
+        self.exited = asyncio.Event()
+        self.io: ProcessIO | None = None
+
+    @property
+    def id(self) -> str:
+        """The process's id in events: the exec id, or the container's for its init."""
+        return self.exec_id or self.container.id
+
+
+class Container:
+    def __init__(self, container_id: str, bundle: str, runtime: Runtime, options: dict[str, Any]):
+        self.id = container_id
+        self.bundle = bundle
+        self.runtime = runtime
+        self.options = options
+        self.rootfs_mounted = False
+        self.init: Process
+        self.execs: dict[str, Process] = {}
+        self.paused = False
+
+    @property
+    def rootfs(self) -> str:
+        return os.path.join(self.bundle, "rootfs")
+
+
+def runtime_options(type_url: str, value: bytes) -> dict[str, Any]:
+    """BinaryName, Root, NoPivotRoot, NoNewKeyring from containerd.runc.v1.Options (the CRI
+    plugin sends them when the runtime's `options` table is set); nothing from other types."""
+    if not type_url or not type_url.endswith(RUNC_OPTIONS):
+        return {}
+    from inclavare.shim.proto import runc_options_pb2
+
+    parsed = runc_options_pb2.Options.FromString(value)
+    return {
+        "binary_name": str(parsed.binary_name),
+        "root": str(parsed.root),
+        "no_pivot_root": bool(parsed.no_pivot_root),
+        "no_new_keyring": bool(parsed.no_new_keyring),
+    }
+
+
+class TaskService:
+    def __init__(
+        self,
+        namespace: str,
+        reaper: Reaper,
+        publisher: Publisher,
+        log: Callable[[str], None],
+        on_shutdown: Callable[[], None],
+        debug: bool = False,
+    ) -> None:
+        self.debug = debug
+        self.namespace = namespace
+        self.reaper = reaper
+        self.publisher = publisher
+        self.log = log
+        self.on_shutdown = on_shutdown
+        self.containers: dict[str, Container] = {}
+        self.by_pid: dict[int, Process] = {}
+        reaper.on_exit = self._reaped
+
+    def handlers(self) -> dict[str, dict[str, Handler]]:
+        methods: dict[str, Callable[[Any], Awaitable[Any]]] = {
+            "Create": self.create,
+            "Start": self.start,
+            "Delete": self.delete,
+            "Exec": self.exec,
+            "ResizePty": self.resize_pty,
+            "State": self.state,
+            "Pids": self.pids,
+            "Pause": self.pause,
+            "Resume": self.resume,
+            "Kill": self.kill,
+            "CloseIO": self.close_io,
+            "Update": self.update,
+            "Wait": self.wait,
+            "Stats": self.stats,
+            "Connect": self.connect,
+            "Shutdown": self.shutdown,
+        }
+        requests = {
+            "Create": "CreateTaskRequest",
+            "Exec": "ExecProcessRequest",
+            "ResizePty": "ResizePtyRequest",
+            "Kill": "KillRequest",
+            "CloseIO": "CloseIORequest",
+            "Update": "UpdateTaskRequest",
+            "Checkpoint": "CheckpointTaskRequest",
+        }
+        return {
+            SERVICE: {
+                name: self._wrap(method, requests.get(name, f"{name}Request"))
+                for name, method in methods.items()
+            }
+        }
+
+    def _wrap(self, method: Callable[[Any], Awaitable[Any]], request_type: str) -> Handler:
+        async def handler(payload: bytes) -> bytes:
+            from google.protobuf.message import DecodeError
+
+            try:
+                request = getattr(_pb(), request_type).FromString(payload)
+            except DecodeError as error:
+                raise RpcError(ttrpc.INVALID_ARGUMENT, f"{request_type}: {error}") from None
+            started = time.monotonic()
+            try:
+                response = await method(request)
+            finally:
+                if self.debug:
+                    took = 1000 * (time.monotonic() - started)
+                    self.log(f"{request_type}: {took:.1f} ms")
+            if response is None:
+                return b""  # google.protobuf.Empty
+            return bytes(response.SerializeToString())
+
+        return handler
+
+    # --- lookups -----------------------------------------------------------------------------
+
+    def _container(self, container_id: str) -> Container:
+        container = self.containers.get(container_id)
+        if container is None:
+            raise RpcError(ttrpc.NOT_FOUND, f"container {container_id}: not found")
+        return container
+
+    def _process(self, container_id: str, exec_id: str) -> Process:
+        container = self._container(container_id)
+        if not exec_id:
+            return container.init
+        process = container.execs.get(exec_id)
+        if process is None:
+            raise RpcError(ttrpc.NOT_FOUND, f"process {exec_id} does not exist")
+        return process
+
+    def _publish(self, topic: str, name: str, **values: Any) -> None:
+        message = getattr(_events(), name)()
+        for key, value in values.items():
+            if key == "exited_at":
+                _set_time(message.exited_at, value)
+            else:
+                setattr(message, key, value)
+        self.publisher.publish(topic, f"containerd.events.{name}", message.SerializeToString())
+
+    # --- exits -------------------------------------------------------------------------------
+
+    def _reaped(self, pid: int, code: int) -> bool:
+        process = self.by_pid.pop(pid, None)
+        if process is None:
+            return False
+        self._exited(process, code)
+        return True
+
+    def _exited(self, process: Process, code: int) -> None:
+        if process.status == STOPPED:
+            return
+        process.status = STOPPED
+        process.exit_status = code
+        process.exited_at = time.time()
+        self._publish(
+            "/tasks/exit",
+            "TaskExit",
+            container_id=process.container.id,
+            id=process.id,
+            pid=process.pid,
+            exit_status=code,
+            exited_at=process.exited_at,
+        )
+        process.exited.set()
+
+    def _started(self, process: Process, pid: int) -> None:
+        """pid is process's now: watch for its exit, which may already have happened."""
+        process.pid = pid
+        process.status = RUNNING if process.exec_id else process.status
+        code = self.reaper.claimed(pid)
+        if code is None:
+            self.by_pid[pid] = process
+        else:
+            self._exited(process, code)
+
+    # --- the calls ---------------------------------------------------------------------------
+
+    async def create(self, request: Any) -> Any:
+        container_id = str(request.id)
+        if not container_id:
+            raise RpcError(ttrpc.INVALID_ARGUMENT, "a container id is required")
+        if container_id in self.containers:
+            raise RpcError(ttrpc.ALREADY_EXISTS, f"container {container_id}: already exists")
+        if request.checkpoint:
+            raise RpcError(ttrpc.UNIMPLEMENTED, "restore from a checkpoint is not supported")
+        bundle = str(request.bundle)
+        options = runtime_options(request.options.type_url, request.options.value)
+        root = options.get("root") or os.path.join(ROOT_DIRECTORY, self.namespace)
+        runtime = Runtime(self.reaper, options.get("binary_name", ""), root, bundle)
+        write_options(bundle, runtime.binary, root)
+        container = Container(container_id, bundle, runtime, options)
+        process = Process(container, "", request)
+        container.init = process
+        mounts = [(m.type, m.source, list(m.options)) for m in request.rootfs]
+        loop = asyncio.get_running_loop()
+        try:
+            if mounts:
+                mount_all(mounts, container.rootfs)
+                container.rootfs_mounted = True
+            process.io = ProcessIO(process.stdin, process.stdout, process.stderr, process.terminal)
+            pid_file = os.path.join(bundle, "init.pid")
+            await runtime.create(
+                container_id,
+                pid_file,
+                process.io.child_stdio,
+                process.io.console_socket,
+                bool(options.get("no_pivot_root")),
+                bool(options.get("no_new_keyring")),
+            )
+            if process.terminal:
+                await loop.run_in_executor(None, process.io.receive_console)
+            process.io.started()
+            pid = _read_pid(pid_file)
+        except BaseException as error:
+            if process.io is not None:
+                process.io.close()
+            await _quietly(runtime.delete(container_id, force=True))
+            if container.rootfs_mounted:
+                unmount_all(container.rootfs)
+            if isinstance(error, OSError):
+                raise RpcError(ttrpc.UNKNOWN, f"create {container_id}: {error}") from None
+            raise
+        self.containers[container_id] = container
+        self._started(process, pid)
+        event_io = _events().TaskIO(
+            stdin=process.stdin,
+            stdout=process.stdout,
+            stderr=process.stderr,
+            terminal=process.terminal,
+        )
+        created = _events().TaskCreate(
+            container_id=container_id, bundle=bundle, io=event_io, pid=pid
+        )
+        created.rootfs.extend(request.rootfs)
+        self.publisher.publish(
+            "/tasks/create", "containerd.events.TaskCreate", created.SerializeToString()
+        )
+        return _pb().CreateTaskResponse(pid=pid)
+
+    async def start(self, request: Any) -> Any:
+        process = self._process(request.id, request.exec_id)
+        container = process.container
+        if process.status != CREATED:
+            raise RpcError(ttrpc.FAILED_PRECONDITION, f"process {process.id} already started")
+        if not process.exec_id:
+            await container.runtime.start(container.id)
+            if process.status == CREATED:
+                process.status = RUNNING
+            self._publish("/tasks/start", "TaskStart", container_id=container.id, pid=process.pid)
+            return _pb().StartResponse(pid=process.pid)
+        if container.init.status != RUNNING:
+            raise RpcError(ttrpc.FAILED_PRECONDITION, f"container {container.id} is not running")
+        spec_file = os.path.join(container.bundle, f".exec-{process.exec_id}.json")
+        pid_file = os.path.join(container.bundle, f".exec-{process.exec_id}.pid")
+        with open(spec_file, "wb") as spec:
+            spec.write(process.spec)
+        loop = asyncio.get_running_loop()
+        process.io = ProcessIO(process.stdin, process.stdout, process.stderr, process.terminal)
+        try:
+            await container.runtime.exec(
+                container.id, spec_file, pid_file, process.io.child_stdio, process.io.console_socket
+            )
+            if process.terminal:
+                await loop.run_in_executor(None, process.io.receive_console)
+            process.io.started()
+            pid = _read_pid(pid_file)
+        except BaseException:
+            process.io.close()
+            process.io = None
+            raise
+        finally:
+            for path in (spec_file, pid_file):
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+        self._publish(
+            "/tasks/exec-started",
+            "TaskExecStarted",
+            container_id=container.id,
+            exec_id=process.exec_id,
+            pid=pid,
+        )
+        self._started(process, pid)
+        return _pb().StartResponse(pid=pid)
+
+    async def exec(self, request: Any) -> None:
+        container = self._container(request.id)
+        exec_id = str(request.exec_id)
+        if not exec_id:
+            raise RpcError(ttrpc.INVALID_ARGUMENT, "an exec id is required")
+        if exec_id in container.execs:
+            raise RpcError(ttrpc.ALREADY_EXISTS, f"id {exec_id}: already exists")
+        if container.init.status == STOPPED:
+            raise RpcError(ttrpc.FAILED_PRECONDITION, f"container {container.id} is stopped")
+        container.execs[exec_id] = Process(container, exec_id, request, bytes(request.spec.value))
+        self._publish(
+            "/tasks/exec-added", "TaskExecAdded", container_id=container.id, exec_id=exec_id
+        )
+
+    async def delete(self, request: Any) -> Any:
+        process = self._process(request.id, request.exec_id)
+        container = process.container
+        if process.exec_id:
+            if process.status not in (CREATED, STOPPED):
+                raise RpcError(ttrpc.FAILED_PRECONDITION, f"process {process.id} is running")
+            del container.execs[process.exec_id]
+            if process.io is not None:
+                process.io.close()
+            return _pb().DeleteResponse(
+                pid=process.pid, exit_status=process.exit_status, **_exited_at(process)
+            )
+        if process.status in (RUNNING, PAUSED):
+            raise RpcError(
+                ttrpc.FAILED_PRECONDITION, f"cannot delete a running container {container.id}"
+            )
+        await container.runtime.delete(container.id, force=process.status == CREATED)
+        if process.status == CREATED:
+            # never started: rune delete --force killed it; its exit is reaped, not reported
+            self.by_pid.pop(process.pid, None)
+            process.status = STOPPED
+            process.exit_status = 128 + signal.SIGKILL
+            process.exited_at = time.time()
+            process.exited.set()
+        for other in container.execs.values():
+            if other.io is not None:
+                other.io.close()
+        if process.io is not None:
+            await asyncio.get_running_loop().run_in_executor(None, process.io.wait_outputs, 2.0)
+            process.io.close()
+        if container.rootfs_mounted:
+            unmount_all(container.rootfs)
+            container.rootfs_mounted = False
+        del self.containers[container.id]
+        self._publish(
+            "/tasks/delete",
+            "TaskDelete",
+            container_id=container.id,
+            pid=process.pid,
+            exit_status=process.exit_status,
+            exited_at=process.exited_at,
+        )
+        return _pb().DeleteResponse(
+            pid=process.pid, exit_status=process.exit_status, **_exited_at(process)
+        )
+
+    async def state(self, request: Any) -> Any:
+        process = self._process(request.id, request.exec_id)
+        status = process.status
+        if not process.exec_id and process.container.paused and status == RUNNING:
+            status = PAUSED
+        response = _pb().StateResponse(
+            id=process.id,
+            bundle=process.container.bundle,
+            pid=process.pid,
+            status=status,
+            stdin=process.stdin,
+            stdout=process.stdout,
+            stderr=process.stderr,
+            terminal=process.terminal,
+            exit_status=process.exit_status,
+            exec_id=process.exec_id,
+        )
+        _set_time(response.exited_at, process.exited_at)
+        return response
+
+    async def pids(self, request: Any) -> Any:
+        from inclavare.shim.proto import runc_options_pb2, task_pb2
+
+        container = self._container(request.id)
+        listed = await container.runtime.ps(container.id)
+        exec_ids = {p.pid: p.exec_id for p in container.execs.values() if p.pid}
+        response = _pb().PidsResponse()
+        for pid in listed:
+            info = task_pb2.ProcessInfo(pid=pid)
+            if pid in exec_ids:
+                details = runc_options_pb2.ProcessDetails(exec_id=exec_ids[pid])
+                info.info.type_url = PROCESS_DETAILS
+                info.info.value = details.SerializeToString()
+            response.processes.append(info)
+        return response
+
+    async def pause(self, request: Any) -> None:
+        container = self._container(request.id)
+        await container.runtime.pause(container.id)
+        container.paused = True
+        self._publish("/tasks/paused", "TaskPaused", container_id=container.id)
+
+    async def resume(self, request: Any) -> None:
+        container = self._container(request.id)
+        await container.runtime.resume(container.id)
+        container.paused = False
+        self._publish("/tasks/resumed", "TaskResumed", container_id=container.id)
+
+    async def kill(self, request: Any) -> None:
+        process = self._process(request.id, request.exec_id)
+        if not process.exec_id:
+            if process.status == STOPPED and not request.all:
+                raise RpcError(ttrpc.NOT_FOUND, "process already finished")
+            await process.container.runtime.kill(process.container.id, request.signal, request.all)
+            return
+        if process.status != RUNNING or not process.pid:
+            raise RpcError(ttrpc.NOT_FOUND, "process already finished")
+        try:
+            os.kill(process.pid, request.signal)
+        except ProcessLookupError:
+            raise RpcError(ttrpc.NOT_FOUND, "process already finished") from None
+
+    async def close_io(self, request: Any) -> None:
+        process = self._process(request.id, request.exec_id)
+        if request.stdin and process.io is not None:
+            process.io.close_stdin()
+
+    async def resize_pty(self, request: Any) -> None:
+        process = self._process(request.id, request.exec_id)
+        if process.io is None or process.io.master < 0:
+            raise RpcError(ttrpc.FAILED_PRECONDITION, f"process {process.id} has no terminal")
+        process.io.resize(request.width, request.height)
+
+    async def update(self, request: Any) -> None:
+        container = self._container(request.id)
+        await container.runtime.update(container.id, bytes(request.resources.value))
+
+    async def wait(self, request: Any) -> Any:
+        process = self._process(request.id, request.exec_id)
+        await process.exited.wait()
+        response = _pb().WaitResponse(exit_status=process.exit_status)
+        _set_time(response.exited_at, process.exited_at)
+        return response
+
+    async def stats(self, request: Any) -> Any:
+        from inclavare.shim.metrics import metrics_v1
+
+        container = self._container(request.id)
+        data = await container.runtime.stats(container.id)
+        response = _pb().StatsResponse()
+        response.stats.type_url = METRICS
+        response.stats.value = metrics_v1(data)
+        return response
+
+    async def connect(self, request: Any) -> Any:
+        container = self.containers.get(request.id)
+        task_pid = container.init.pid if container is not None else 0
+        return _pb().ConnectResponse(shim_pid=os.getpid(), task_pid=task_pid)
+
+    async def shutdown(self, request: Any) -> None:
+        if self.containers and not request.now:
+            return  # other containers of the group still run here
+        asyncio.get_running_loop().call_soon(self.on_shutdown)
+
+
+def _exited_at(process: Process) -> dict[str, Any]:
+    if process.exited_at is None:
+        return {}
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(process.exited_at * 1e9))
+    return {"exited_at": stamp}
+
+
+def _read_pid(path: str) -> int:
+    with open(path) as pid_file:
+        return int(pid_file.read().strip())
+
+
+async def _quietly(call: Awaitable[None]) -> None:
+    try:
+        await call
+    except RpcError:
+        pass
