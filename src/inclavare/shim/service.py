@@ -70,6 +70,10 @@ class Process:
         self.exited_at: float | None = None
         self.exited = asyncio.Event()
         self.io: ProcessIO | None = None
+        # an exit reaped while Start runs waits for the start event, so that containerd
+        # sees /tasks/start before /tasks/exit
+        self.starting = False
+        self.pending_exit: int | None = None
 
     @property
     def id(self) -> str:
@@ -223,6 +227,9 @@ class TaskService:
     def _exited(self, process: Process, code: int) -> None:
         if process.status == STOPPED:
             return
+        if process.starting:
+            process.pending_exit = code
+            return
         process.status = STOPPED
         process.exit_status = code
         process.exited_at = time.time()
@@ -271,7 +278,9 @@ class TaskService:
             if mounts:
                 mount_all(mounts, container.rootfs)
                 container.rootfs_mounted = True
-            process.io = ProcessIO(process.stdin, process.stdout, process.stderr, process.terminal)
+            process.io = await loop.run_in_executor(
+                None, ProcessIO, process.stdin, process.stdout, process.stderr, process.terminal
+            )
             pid_file = os.path.join(bundle, "init.pid")
             await runtime.create(
                 container_id,
@@ -317,20 +326,29 @@ class TaskService:
         if process.status != CREATED:
             raise RpcError(ttrpc.FAILED_PRECONDITION, f"process {process.id} already started")
         if not process.exec_id:
-            await container.runtime.start(container.id)
-            if process.status == CREATED:
+            process.starting = True
+            try:
+                await container.runtime.start(container.id)
                 process.status = RUNNING
-            self._publish("/tasks/start", "TaskStart", container_id=container.id, pid=process.pid)
+                self._publish(
+                    "/tasks/start", "TaskStart", container_id=container.id, pid=process.pid
+                )
+            finally:
+                process.starting = False
+                if process.pending_exit is not None:
+                    self._exited(process, process.pending_exit)
             return _pb().StartResponse(pid=process.pid)
         if container.init.status != RUNNING:
             raise RpcError(ttrpc.FAILED_PRECONDITION, f"container {container.id} is not running")
         spec_file = os.path.join(container.bundle, f".exec-{process.exec_id}.json")
         pid_file = os.path.join(container.bundle, f".exec-{process.exec_id}.pid")
-        with open(spec_file, "wb") as spec:
-            spec.write(process.spec)
         loop = asyncio.get_running_loop()
-        process.io = ProcessIO(process.stdin, process.stdout, process.stderr, process.terminal)
         try:
+            process.io = await loop.run_in_executor(
+                None, ProcessIO, process.stdin, process.stdout, process.stderr, process.terminal
+            )
+            with open(spec_file, "wb") as spec:
+                spec.write(process.spec)
             await container.runtime.exec(
                 container.id, spec_file, pid_file, process.io.child_stdio, process.io.console_socket
             )
@@ -338,9 +356,12 @@ class TaskService:
                 await loop.run_in_executor(None, process.io.receive_console)
             process.io.started()
             pid = _read_pid(pid_file)
-        except BaseException:
-            process.io.close()
-            process.io = None
+        except BaseException as error:
+            if process.io is not None:
+                process.io.close()
+                process.io = None
+            if isinstance(error, OSError):
+                raise RpcError(ttrpc.UNKNOWN, f"exec {process.exec_id}: {error}") from None
             raise
         finally:
             for path in (spec_file, pid_file):
@@ -379,8 +400,7 @@ class TaskService:
             if process.status not in (CREATED, STOPPED):
                 raise RpcError(ttrpc.FAILED_PRECONDITION, f"process {process.id} is running")
             del container.execs[process.exec_id]
-            if process.io is not None:
-                process.io.close()
+            await _drain_and_close(process)
             return _pb().DeleteResponse(
                 pid=process.pid, exit_status=process.exit_status, **_exited_at(process)
             )
@@ -399,9 +419,7 @@ class TaskService:
         for other in container.execs.values():
             if other.io is not None:
                 other.io.close()
-        if process.io is not None:
-            await asyncio.get_running_loop().run_in_executor(None, process.io.wait_outputs, 2.0)
-            process.io.close()
+        await _drain_and_close(process)
         if container.rootfs_mounted:
             unmount_all(container.rootfs)
             container.rootfs_mounted = False
@@ -521,6 +539,17 @@ class TaskService:
         if self.containers and not request.now:
             return  # other containers of the group still run here
         asyncio.get_running_loop().call_soon(self.on_shutdown)
+
+
+async def _drain_and_close(process: Process) -> None:
+    """Close the process's I/O once everything it wrote reached the fifos: containerd's
+    client stops reading when Delete returns. A descendant that still holds the output
+    open (a daemon started by the process) is not waited for beyond a few seconds."""
+    if process.io is None:
+        return
+    await asyncio.get_running_loop().run_in_executor(None, process.io.wait_outputs, 3.0)
+    process.io.close()
+    process.io = None
 
 
 def _exited_at(process: Process) -> dict[str, Any]:

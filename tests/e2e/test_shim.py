@@ -1,0 +1,334 @@
+"""containerd 1.6 (Debian's package) driving containerd-shim-rune-v2: `ctr run --runtime
+io.containerd.rune.v2`, the shim found on containerd's PATH beside rune."""
+
+from __future__ import annotations
+
+import os
+import pty
+import shutil
+import socket
+import struct
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.daemons import Containerd, processes_mentioning, restart_containerd, start_containerd
+
+pytestmark = pytest.mark.daemon
+
+RUNTIME = "io.containerd.rune.v2"
+SHIM = "containerd-shim-rune-v2"
+# what a deployment adds to containerd's config for Kubernetes (the CRI plugin is disabled in
+# these private daemons, `ctr --runtime` needs only the shim on PATH)
+RUNTIME_CONFIG = (
+    '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.rune]\n'
+    '  runtime_type = "io.containerd.rune.v2"\n'
+)
+
+
+@pytest.fixture(scope="module")
+def shim_containerd(
+    tmp_path_factory: pytest.TempPathFactory, image_archive: tuple[Path, str], rune_program: str
+) -> Iterator[Containerd]:
+    if shutil.which("containerd") is None or shutil.which("ctr") is None:
+        pytest.skip("containerd is not installed: run `make install`")
+    launchers = Path(rune_program).parent
+    if not os.access(launchers / SHIM, os.X_OK):
+        pytest.skip(f"{SHIM} is not installed beside {rune_program}: run `make install`")
+    daemon = start_containerd(
+        tmp_path_factory.mktemp("containerd-shim"), RUNTIME_CONFIG, path=[str(launchers)]
+    )
+    try:
+        daemon.ctr("images", "import", str(image_archive[0]))
+        yield daemon
+        daemon.remove_everything()
+    finally:
+        daemon.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clean_after(shim_containerd: Containerd) -> Iterator[None]:
+    """A failing test leaves no container behind for the next one to trip over."""
+    yield
+    shim_containerd.remove_everything()
+
+
+def bundle_of(containerd: Containerd, container: str) -> Path:
+    return (
+        containerd.directory
+        / "state"
+        / "io.containerd.runtime.v2.task"
+        / containerd.namespace
+        / container
+    )
+
+
+def shim_socket(containerd: Containerd, container: str) -> str:
+    address = (bundle_of(containerd, container) / "address").read_text()
+    assert address.startswith("unix://")
+    return address.removeprefix("unix://")
+
+
+def shim_pids(containerd: Containerd) -> list[int]:
+    return [
+        pid
+        for pid in processes_mentioning(str(containerd.socket))
+        if SHIM.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+
+
+def wait_for_status(containerd: Containerd, container: str, status: str) -> None:
+    deadline = time.monotonic() + 15
+    while True:
+        for line in containerd.ctr("tasks", "ls").stdout.splitlines()[1:]:
+            words = line.split()
+            if words[0] == container and words[2] == status:
+                return
+        assert time.monotonic() < deadline, f"{container} never became {status}"
+        time.sleep(0.05)
+
+
+def remove(containerd: Containerd, container: str) -> None:
+    containerd.ctr("tasks", "kill", "--signal", "KILL", container, check=False)
+    deadline = time.monotonic() + 15
+    while containerd.ctr("tasks", "delete", container, check=False).returncode != 0:
+        if container not in containerd.ctr("tasks", "ls", "-q").stdout.split():
+            break
+        assert time.monotonic() < deadline, f"task {container} was never deleted"
+        time.sleep(0.1)
+    containerd.ctr("containers", "delete", container)
+
+
+def assert_nothing_left(containerd: Containerd, container: str) -> None:
+    """No shim for the container, no mount of its bundle, no socket, no rune state."""
+    deadline = time.monotonic() + 10
+    while shim_pids(containerd):
+        assert time.monotonic() < deadline, f"shims left: {shim_pids(containerd)}"
+        time.sleep(0.05)
+    with open("/proc/self/mountinfo") as mountinfo:
+        assert not [line for line in mountinfo if f"/{container}/rootfs" in line]
+    assert not Path(f"/run/containerd/rune/{containerd.namespace}/{container}").exists()
+    assert not bundle_of(containerd, container).exists()
+
+
+def test_run_returns_output_and_exit_code(
+    shim_containerd: Containerd, image_archive: tuple[Path, str]
+) -> None:
+    result = shim_containerd.ctr(
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        image_archive[1],
+        "once",
+        "sh",
+        "-c",
+        "echo to stdout; echo to stderr >&2; exit 3",
+        check=False,
+    )
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == "to stdout\n"
+    assert "to stderr\n" in result.stderr
+    assert "once" not in shim_containerd.ctr("containers", "ls", "-q").stdout.split()
+    assert_nothing_left(shim_containerd, "once")
+
+
+def test_stdin_reaches_the_process(
+    shim_containerd: Containerd, image_archive: tuple[Path, str]
+) -> None:
+    result = subprocess.run(
+        [
+            "ctr",
+            "--address",
+            str(shim_containerd.socket),
+            "--namespace",
+            shim_containerd.namespace,
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            image_archive[1],
+            "reader",
+            "sh",
+            "-c",
+            "read line; echo got $line; cat | wc -l",
+        ],
+        input="first\nsecond\nthird\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["got", "first", "2"]
+
+
+def test_exec_ps_pause_resume_metrics_kill_delete(
+    shim_containerd: Containerd, image_archive: tuple[Path, str]
+) -> None:
+    ctr = shim_containerd.ctr
+    ctr("run", "-d", "--runtime", RUNTIME, image_archive[1], "long", "sleep", "300")
+    wait_for_status(shim_containerd, "long", "RUNNING")
+    executed = ctr(
+        "tasks", "exec", "--exec-id", "probe", "long", "sh", "-c", "echo in; exit 4", check=False
+    )
+    assert (executed.returncode, executed.stdout) == (4, "in\n")
+    listed = ctr("tasks", "ps", "long").stdout.splitlines()
+    assert listed[0].split() == ["PID", "INFO"] and len(listed) == 2
+    metrics = ctr("tasks", "metrics", "long").stdout
+    assert "pids.current" in metrics and "memory.usage_in_bytes" in metrics
+    ctr("tasks", "pause", "long")
+    wait_for_status(shim_containerd, "long", "PAUSED")
+    ctr("tasks", "resume", "long")
+    wait_for_status(shim_containerd, "long", "RUNNING")
+    ctr("tasks", "kill", "--signal", "KILL", "long")
+    wait_for_status(shim_containerd, "long", "STOPPED")
+    ctr("tasks", "delete", "long")
+    ctr("containers", "delete", "long")
+    assert_nothing_left(shim_containerd, "long")
+
+
+def test_a_terminal(shim_containerd: Containerd, image_archive: tuple[Path, str]) -> None:
+    """ctr -t needs a terminal of its own: a pty whose master side the test reads."""
+    master, slave = pty.openpty()
+    command = ["ctr", "--address", str(shim_containerd.socket), "--namespace"]
+    command += [shim_containerd.namespace, "run", "--rm", "-t", "--runtime", RUNTIME]
+    command += [image_archive[1], "tty", "sh", "-c", "tty; stty size; exit 5"]
+    process = subprocess.Popen(command, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    output = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: ctr, the last holder of the terminal, is gone
+                break
+            if not chunk:
+                break
+            output += chunk
+    finally:
+        os.close(master)
+        code = process.wait(timeout=60)
+    assert code == 5, output
+    assert b"/dev/pts/0" in output
+    assert_nothing_left(shim_containerd, "tty")
+
+
+def test_the_shim_survives_a_containerd_restart(
+    shim_containerd: Containerd, image_archive: tuple[Path, str]
+) -> None:
+    ctr = shim_containerd.ctr
+    ctr("run", "-d", "--runtime", RUNTIME, image_archive[1], "survivor", "sleep", "300")
+    wait_for_status(shim_containerd, "survivor", "RUNNING")
+    shims = shim_pids(shim_containerd)
+    restart_containerd(shim_containerd)
+    assert shim_pids(shim_containerd) == shims
+    wait_for_status(shim_containerd, "survivor", "RUNNING")
+    executed = ctr("tasks", "exec", "--exec-id", "after", "survivor", "echo", "still here")
+    assert executed.stdout == "still here\n"
+    ctr("tasks", "kill", "--signal", "KILL", "survivor")
+    wait_for_status(shim_containerd, "survivor", "STOPPED")  # the exit event reached it
+    ctr("tasks", "delete", "survivor")
+    ctr("containers", "delete", "survivor")
+    assert_nothing_left(shim_containerd, "survivor")
+
+
+def _frames_answer(path: str, data: bytes) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(path)
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        return received
+
+
+def test_malformed_ttrpc_frames_do_not_hurt_the_shim(
+    shim_containerd: Containerd, image_archive: tuple[Path, str]
+) -> None:
+    from inclavare.shim import ttrpc
+
+    ctr = shim_containerd.ctr
+    ctr("run", "-d", "--runtime", RUNTIME, image_archive[1], "target", "sleep", "300")
+    wait_for_status(shim_containerd, "target", "RUNNING")
+    path = shim_socket(shim_containerd, "target")
+    # a frame with an even stream id: the connection is closed without an answer
+    assert _frames_answer(path, ttrpc.encode_frame(2, ttrpc.TYPE_REQUEST, b"")) == b""
+    # a truncated header, then a truncated frame
+    assert _frames_answer(path, b"\x00\x00\x01") == b""
+    assert _frames_answer(path, struct.pack(">IIBB", 100, 1, 1, 0) + b"short") == b""
+    # a request that is not protobuf: INVALID_ARGUMENT on that stream
+    answer = _frames_answer(path, ttrpc.encode_frame(1, ttrpc.TYPE_REQUEST, b"\x0a\x09abc"))
+    ((frame),) = ttrpc.FrameDecoder().feed(answer)
+    assert isinstance(frame, ttrpc.Frame)
+    assert ttrpc.decode_response(frame.payload).status.code == ttrpc.INVALID_ARGUMENT
+    # a Task message that is not protobuf, and a method the shim does not have
+    for method, payload, code in (
+        ("State", b"\xff\xff", ttrpc.INVALID_ARGUMENT),
+        ("Checkpoint", b"", ttrpc.UNIMPLEMENTED),
+    ):
+        request = ttrpc.encode_request(ttrpc.Request("containerd.task.v2.Task", method, payload))
+        answer = _frames_answer(path, ttrpc.encode_frame(1, ttrpc.TYPE_REQUEST, request))
+        ((frame),) = ttrpc.FrameDecoder().feed(answer)
+        assert isinstance(frame, ttrpc.Frame)
+        assert ttrpc.decode_response(frame.payload).status.code == code, method
+    # an oversized frame is refused with RESOURCE_EXHAUSTED
+    too_big = ttrpc.MAX_MESSAGE_LENGTH + 1
+    answer = _frames_answer(path, struct.pack(">IIBB", too_big, 1, 1, 0) + b"\0" * too_big)
+    ((frame),) = ttrpc.FrameDecoder().feed(answer)
+    assert isinstance(frame, ttrpc.Frame)
+    assert ttrpc.decode_response(frame.payload).status.code == ttrpc.RESOURCE_EXHAUSTED
+    # the shim still serves containerd
+    assert ctr("tasks", "exec", "--exec-id", "ok", "target", "echo", "fine").stdout == "fine\n"
+    remove(shim_containerd, "target")
+    assert_nothing_left(shim_containerd, "target")
+
+
+def test_a_rune_failure_reaches_ctr_and_leaves_nothing(
+    shim_containerd: Containerd, image_archive: tuple[Path, str]
+) -> None:
+    result = shim_containerd.ctr(
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        image_archive[1],
+        "broken",
+        "no-such-program",
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "OCI runtime create failed" in result.stderr
+    assert "executable file not found" in result.stderr
+    shim_containerd.ctr("containers", "delete", "broken", check=False)
+    assert_nothing_left(shim_containerd, "broken")
+
+
+def test_a_shim_killed_is_cleaned_up_by_its_delete_action(
+    shim_containerd: Containerd, image_archive: tuple[Path, str]
+) -> None:
+    """containerd runs `containerd-shim-rune-v2 delete` when the shim dies: rune's
+    container is removed and the rootfs unmounted."""
+    ctr = shim_containerd.ctr
+    ctr("run", "-d", "--runtime", RUNTIME, image_archive[1], "orphan", "sleep", "300")
+    wait_for_status(shim_containerd, "orphan", "RUNNING")
+    (shim,) = shim_pids(shim_containerd)
+    task_pid = int(ctr("tasks", "ls").stdout.splitlines()[1].split()[1])
+    os.kill(shim, 9)
+    deadline = time.monotonic() + 20
+    while "orphan" in ctr("tasks", "ls", "-q").stdout.split():
+        assert time.monotonic() < deadline, "containerd kept the dead shim's task"
+        time.sleep(0.1)
+    deadline = time.monotonic() + 10
+    while (
+        Path(f"/proc/{task_pid}").exists()
+        and b"Z" not in Path(f"/proc/{task_pid}/stat").read_bytes().split(b")")[-1][:3]
+    ):
+        assert time.monotonic() < deadline, "the container's process outlived its shim"
+        time.sleep(0.1)
+    ctr("containers", "delete", "orphan")
+    assert_nothing_left(shim_containerd, "orphan")
