@@ -118,10 +118,13 @@ def delete(namespace: str, container_id: str, bundle: str) -> int:
     root = str(options.get("root") or os.path.join(ROOT_DIRECTORY, namespace))
     command = [binary, "--root", root, "--log", os.path.join(bundle, "log.json")]
     command += ["--log-format", "json", "delete", "--force", container_id]
-    try:
-        subprocess.run(command, capture_output=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        sys.stderr.write(f"{binary} delete: {error}\n")
+    # containerd runs this after every shim's exit; most often the shim deleted the
+    # container itself and there is no state left for the runtime to remove
+    if os.path.exists(os.path.join(root, container_id)):
+        try:
+            subprocess.run(command, capture_output=True, timeout=60, check=False)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            sys.stderr.write(f"{binary} delete: {error}\n")
     try:
         unmount_all(os.path.join(bundle, "rootfs"))
     except OSError as error:
@@ -170,8 +173,6 @@ def serve(
     bundle: str,
     debug: bool,
 ) -> int:
-    import asyncio
-
     from inclavare.linux import syscalls
     from inclavare.shim.events import Publisher
     from inclavare.shim.reaper import Reaper
@@ -184,29 +185,24 @@ def serve(
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     # the shim outlives the bundle's directory being the current one
     os.chdir("/")
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    reaper = Reaper(loop)
+    reaper = Reaper()
     publisher = Publisher(
         namespace, address, publish_binary, os.environ.get("TTRPC_ADDRESS", ""), log
     )
-    done = loop.create_future()
+    server: Server
 
-    def shutdown() -> None:
-        if not done.done():
-            done.set_result(None)
+    def shutdown(*_args: object) -> None:
+        server.close()
 
     service = TaskService(namespace, reaper, publisher, log, shutdown, debug)
     server = Server(service.handlers(), log)
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, shutdown)
+        signal.signal(signum, shutdown)
     path = listener.getsockname()
     log(f"serving {SERVICE} on {path}")
     try:
-        loop.run_until_complete(server.serve(listener))
-        loop.run_until_complete(done)
+        server.serve_forever(listener)
     finally:
-        server.close()
         try:
             os.unlink(path)
         except OSError:

@@ -7,7 +7,6 @@ Commands are spawned with posix_spawn and their statuses come from the shim's re
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 
@@ -63,7 +62,7 @@ class Runtime:
             *args,
         ]
 
-    async def run(
+    def run(
         self,
         *args: str,
         stdio: tuple[int, int, int] | None = None,
@@ -73,7 +72,6 @@ class Runtime:
         """Run a rune command to its end; its standard output is returned. With stdio, the
         command's standard streams are those descriptors (create and exec hand them on to
         the container's process) and nothing is captured."""
-        loop = asyncio.get_running_loop()
         argv = self._argv(*args)
         close_after: list[int] = []
         output_read = -1
@@ -95,7 +93,7 @@ class Runtime:
                 argv,
                 dict(os.environ),
                 file_actions=actions,
-                setsigdef=(signal.SIGPIPE, signal.SIGCHLD),
+                setsigdef=(signal.SIGPIPE,),
             )
         except OSError as error:
             for fd in (*close_after, output_read, input_write):
@@ -103,14 +101,15 @@ class Runtime:
                     os.close(fd)
             raise RuneError(f"{self.binary}: {error.strerror}") from None
         exited = self.reaper.wait(pid)
+        self.reaper.spawned()
         for fd in close_after:
             os.close(fd)
         output = b""
         if input_write >= 0:
-            await loop.run_in_executor(None, _write_all, input_write, stdin_data or b"")
+            _write_all(input_write, stdin_data or b"")
         if output_read >= 0:
-            output = await loop.run_in_executor(None, _read_all, output_read)
-        code = await exited
+            output = _read_all(output_read)
+        code = exited.result()
         if code != 0:
             message = last_error(self.log_path)
             if not message:
@@ -121,7 +120,7 @@ class Runtime:
 
     # --- the commands ------------------------------------------------------------------------
 
-    async def create(
+    def create(
         self,
         container_id: str,
         pid_file: str,
@@ -137,12 +136,12 @@ class Runtime:
             args.append("--no-pivot")
         if no_new_keyring:
             args.append("--no-new-keyring")
-        await self.run(*args, container_id, stdio=stdio)
+        self.run(*args, container_id, stdio=stdio)
 
-    async def start(self, container_id: str) -> None:
-        await self.run("start", container_id)
+    def start(self, container_id: str) -> None:
+        self.run("start", container_id)
 
-    async def exec(
+    def exec(
         self,
         container_id: str,
         process_file: str,
@@ -153,34 +152,34 @@ class Runtime:
         args = ["exec", "--process", process_file, "--detach", "--pid-file", pid_file]
         if console_socket:
             args += ["--console-socket", console_socket]
-        await self.run(*args, container_id, stdio=stdio)
+        self.run(*args, container_id, stdio=stdio)
 
-    async def kill(self, container_id: str, signal_number: int, all_processes: bool) -> None:
+    def kill(self, container_id: str, signal_number: int, all_processes: bool) -> None:
         args = ["kill", *(["--all"] if all_processes else []), container_id, str(signal_number)]
-        await self.run(*args)
+        self.run(*args)
 
-    async def delete(self, container_id: str, force: bool = False) -> None:
-        await self.run("delete", *(["--force"] if force else []), container_id)
+    def delete(self, container_id: str, force: bool = False) -> None:
+        self.run("delete", *(["--force"] if force else []), container_id)
 
-    async def pause(self, container_id: str) -> None:
-        await self.run("pause", container_id)
+    def pause(self, container_id: str) -> None:
+        self.run("pause", container_id)
 
-    async def resume(self, container_id: str) -> None:
-        await self.run("resume", container_id)
+    def resume(self, container_id: str) -> None:
+        self.run("resume", container_id)
 
-    async def update(self, container_id: str, resources_json: bytes) -> None:
-        await self.run("update", "--resources", "-", container_id, stdin_data=resources_json)
+    def update(self, container_id: str, resources_json: bytes) -> None:
+        self.run("update", "--resources", "-", container_id, stdin_data=resources_json)
 
-    async def ps(self, container_id: str) -> list[int]:
+    def ps(self, container_id: str) -> list[int]:
         from inclavare import lightjson
 
-        listed = lightjson.loads(await self.run("ps", "--format", "json", container_id))
+        listed = lightjson.loads(self.run("ps", "--format", "json", container_id))
         return [int(pid) for pid in listed or []]
 
-    async def stats(self, container_id: str) -> dict[str, object]:
+    def stats(self, container_id: str) -> dict[str, object]:
         from inclavare import lightjson
 
-        output = await self.run("events", "--stats", container_id)
+        output = self.run("events", "--stats", container_id)
         event = lightjson.loads(output.splitlines()[0] if output else b"{}")
         data = event.get("data", {}) if isinstance(event, dict) else {}
         return data if isinstance(data, dict) else {}

@@ -12,11 +12,11 @@ I/O's owner is always root (Options.io_uid/io_gid are ignored).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from inclavare.shim import ttrpc
@@ -68,7 +68,7 @@ class Process:
         self.status = CREATED
         self.exit_status = 0
         self.exited_at: float | None = None
-        self.exited = asyncio.Event()
+        self.exited = threading.Event()
         self.io: ProcessIO | None = None
         # an exit reaped while Start runs waits for the start event, so that containerd
         # sees /tasks/start before /tasks/exit
@@ -131,10 +131,15 @@ class TaskService:
         self.on_shutdown = on_shutdown
         self.containers: dict[str, Container] = {}
         self.by_pid: dict[int, Process] = {}
+        # Calls run in threads of their own and exits arrive from the reaper's: the lock
+        # guards the tables and the processes' states. It is never held while rune runs
+        # (the reaper needs it to report rune's own exit).
+        self.lock = threading.RLock()
+        self._creating: set[str] = set()
         reaper.on_exit = self._reaped
 
     def handlers(self) -> dict[str, dict[str, Handler]]:
-        methods: dict[str, Callable[[Any], Awaitable[Any]]] = {
+        methods: dict[str, Callable[[Any], Any]] = {
             "Create": self.create,
             "Start": self.start,
             "Delete": self.delete,
@@ -168,8 +173,8 @@ class TaskService:
             }
         }
 
-    def _wrap(self, method: Callable[[Any], Awaitable[Any]], request_type: str) -> Handler:
-        async def handler(payload: bytes) -> bytes:
+    def _wrap(self, method: Callable[[Any], Any], request_type: str) -> Handler:
+        def handler(payload: bytes) -> bytes:
             from google.protobuf.message import DecodeError
 
             try:
@@ -178,7 +183,7 @@ class TaskService:
                 raise RpcError(ttrpc.INVALID_ARGUMENT, f"{request_type}: {error}") from None
             started = time.monotonic()
             try:
-                response = await method(request)
+                response = method(request)
             finally:
                 if self.debug:
                     took = 1000 * (time.monotonic() - started)
@@ -218,11 +223,12 @@ class TaskService:
     # --- exits -------------------------------------------------------------------------------
 
     def _reaped(self, pid: int, code: int) -> bool:
-        process = self.by_pid.pop(pid, None)
-        if process is None:
-            return False
-        self._exited(process, code)
-        return True
+        with self.lock:
+            process = self.by_pid.pop(pid, None)
+            if process is None:
+                return False
+            self._exited(process, code)
+            return True
 
     def _exited(self, process: Process, code: int) -> None:
         if process.status == STOPPED:
@@ -246,24 +252,34 @@ class TaskService:
 
     def _started(self, process: Process, pid: int) -> None:
         """pid is process's now: watch for its exit, which may already have happened."""
-        process.pid = pid
-        process.status = RUNNING if process.exec_id else process.status
-        code = self.reaper.claimed(pid)
-        if code is None:
+        with self.lock:
+            process.pid = pid
+            process.status = RUNNING if process.exec_id else process.status
             self.by_pid[pid] = process
-        else:
-            self._exited(process, code)
+            code = self.reaper.claimed(pid)
+            if code is not None:
+                self.by_pid.pop(pid, None)
+                self._exited(process, code)
 
     # --- the calls ---------------------------------------------------------------------------
 
-    async def create(self, request: Any) -> Any:
+    def create(self, request: Any) -> Any:
         container_id = str(request.id)
         if not container_id:
             raise RpcError(ttrpc.INVALID_ARGUMENT, "a container id is required")
-        if container_id in self.containers:
-            raise RpcError(ttrpc.ALREADY_EXISTS, f"container {container_id}: already exists")
         if request.checkpoint:
             raise RpcError(ttrpc.UNIMPLEMENTED, "restore from a checkpoint is not supported")
+        with self.lock:
+            if container_id in self.containers or container_id in self._creating:
+                raise RpcError(ttrpc.ALREADY_EXISTS, f"container {container_id}: already exists")
+            self._creating.add(container_id)
+        try:
+            return self._create(container_id, request)
+        finally:
+            with self.lock:
+                self._creating.discard(container_id)
+
+    def _create(self, container_id: str, request: Any) -> Any:
         bundle = str(request.bundle)
         options = runtime_options(request.options.type_url, request.options.value)
         root = options.get("root") or os.path.join(ROOT_DIRECTORY, self.namespace)
@@ -273,16 +289,13 @@ class TaskService:
         process = Process(container, "", request)
         container.init = process
         mounts = [(m.type, m.source, list(m.options)) for m in request.rootfs]
-        loop = asyncio.get_running_loop()
         try:
             if mounts:
                 mount_all(mounts, container.rootfs)
                 container.rootfs_mounted = True
-            process.io = await loop.run_in_executor(
-                None, ProcessIO, process.stdin, process.stdout, process.stderr, process.terminal
-            )
+            process.io = ProcessIO(process.stdin, process.stdout, process.stderr, process.terminal)
             pid_file = os.path.join(bundle, "init.pid")
-            await runtime.create(
+            runtime.create(
                 container_id,
                 pid_file,
                 process.io.child_stdio,
@@ -291,20 +304,18 @@ class TaskService:
                 bool(options.get("no_new_keyring")),
             )
             if process.terminal:
-                await loop.run_in_executor(None, process.io.receive_console)
+                process.io.receive_console()
             process.io.started()
             pid = _read_pid(pid_file)
         except BaseException as error:
             if process.io is not None:
                 process.io.close()
-            await _quietly(runtime.delete(container_id, force=True))
+            _quietly(lambda: runtime.delete(container_id, force=True))
             if container.rootfs_mounted:
                 unmount_all(container.rootfs)
             if isinstance(error, OSError):
                 raise RpcError(ttrpc.UNKNOWN, f"create {container_id}: {error}") from None
             raise
-        self.containers[container_id] = container
-        self._started(process, pid)
         event_io = _events().TaskIO(
             stdin=process.stdin,
             stdout=process.stdout,
@@ -315,45 +326,60 @@ class TaskService:
             container_id=container_id, bundle=bundle, io=event_io, pid=pid
         )
         created.rootfs.extend(request.rootfs)
-        self.publisher.publish(
-            "/tasks/create", "containerd.events.TaskCreate", created.SerializeToString()
-        )
+        with self.lock:
+            self.containers[container_id] = container
+            self.publisher.publish(
+                "/tasks/create", "containerd.events.TaskCreate", created.SerializeToString()
+            )
+            self._started(process, pid)
         return _pb().CreateTaskResponse(pid=pid)
 
-    async def start(self, request: Any) -> Any:
-        process = self._process(request.id, request.exec_id)
-        container = process.container
-        if process.status != CREATED:
-            raise RpcError(ttrpc.FAILED_PRECONDITION, f"process {process.id} already started")
-        if not process.exec_id:
-            process.starting = True
-            try:
-                await container.runtime.start(container.id)
-                process.status = RUNNING
-                self._publish(
-                    "/tasks/start", "TaskStart", container_id=container.id, pid=process.pid
+    def start(self, request: Any) -> Any:
+        with self.lock:
+            process = self._process(request.id, request.exec_id)
+            container = process.container
+            if process.status != CREATED or process.starting:
+                raise RpcError(ttrpc.FAILED_PRECONDITION, f"process {process.id} already started")
+            if process.exec_id and container.init.status != RUNNING:
+                raise RpcError(
+                    ttrpc.FAILED_PRECONDITION, f"container {container.id} is not running"
                 )
+            process.starting = True
+        if not process.exec_id:
+            try:
+                container.runtime.start(container.id)
+                with self.lock:
+                    process.status = RUNNING
+                    self._publish(
+                        "/tasks/start", "TaskStart", container_id=container.id, pid=process.pid
+                    )
             finally:
+                with self.lock:
+                    process.starting = False
+                    if process.pending_exit is not None:
+                        self._exited(process, process.pending_exit)
+            return _pb().StartResponse(pid=process.pid)
+        try:
+            pid = self._start_exec(container, process)
+        finally:
+            with self.lock:
                 process.starting = False
                 if process.pending_exit is not None:
                     self._exited(process, process.pending_exit)
-            return _pb().StartResponse(pid=process.pid)
-        if container.init.status != RUNNING:
-            raise RpcError(ttrpc.FAILED_PRECONDITION, f"container {container.id} is not running")
+        return _pb().StartResponse(pid=pid)
+
+    def _start_exec(self, container: Container, process: Process) -> int:
         spec_file = os.path.join(container.bundle, f".exec-{process.exec_id}.json")
         pid_file = os.path.join(container.bundle, f".exec-{process.exec_id}.pid")
-        loop = asyncio.get_running_loop()
         try:
-            process.io = await loop.run_in_executor(
-                None, ProcessIO, process.stdin, process.stdout, process.stderr, process.terminal
-            )
+            process.io = ProcessIO(process.stdin, process.stdout, process.stderr, process.terminal)
             with open(spec_file, "wb") as spec:
                 spec.write(process.spec)
-            await container.runtime.exec(
+            container.runtime.exec(
                 container.id, spec_file, pid_file, process.io.child_stdio, process.io.console_socket
             )
             if process.terminal:
-                await loop.run_in_executor(None, process.io.receive_console)
+                process.io.receive_console()
             process.io.started()
             pid = _read_pid(pid_file)
         except BaseException as error:
@@ -369,17 +395,18 @@ class TaskService:
                     os.unlink(path)
                 except OSError:
                     pass
-        self._publish(
-            "/tasks/exec-started",
-            "TaskExecStarted",
-            container_id=container.id,
-            exec_id=process.exec_id,
-            pid=pid,
-        )
-        self._started(process, pid)
-        return _pb().StartResponse(pid=pid)
+        with self.lock:
+            self._publish(
+                "/tasks/exec-started",
+                "TaskExecStarted",
+                container_id=container.id,
+                exec_id=process.exec_id,
+                pid=pid,
+            )
+            self._started(process, pid)
+        return pid
 
-    async def exec(self, request: Any) -> None:
+    def exec(self, request: Any) -> None:
         container = self._container(request.id)
         exec_id = str(request.exec_id)
         if not exec_id:
@@ -388,55 +415,66 @@ class TaskService:
             raise RpcError(ttrpc.ALREADY_EXISTS, f"id {exec_id}: already exists")
         if container.init.status == STOPPED:
             raise RpcError(ttrpc.FAILED_PRECONDITION, f"container {container.id} is stopped")
-        container.execs[exec_id] = Process(container, exec_id, request, bytes(request.spec.value))
-        self._publish(
-            "/tasks/exec-added", "TaskExecAdded", container_id=container.id, exec_id=exec_id
-        )
+        process = Process(container, exec_id, request, bytes(request.spec.value))
+        with self.lock:
+            if exec_id in container.execs:
+                raise RpcError(ttrpc.ALREADY_EXISTS, f"id {exec_id}: already exists")
+            container.execs[exec_id] = process
+            self._publish(
+                "/tasks/exec-added", "TaskExecAdded", container_id=container.id, exec_id=exec_id
+            )
 
-    async def delete(self, request: Any) -> Any:
+    def delete(self, request: Any) -> Any:
         process = self._process(request.id, request.exec_id)
         container = process.container
         if process.exec_id:
-            if process.status not in (CREATED, STOPPED):
-                raise RpcError(ttrpc.FAILED_PRECONDITION, f"process {process.id} is running")
-            del container.execs[process.exec_id]
-            await _drain_and_close(process)
+            with self.lock:
+                if process.status not in (CREATED, STOPPED) or process.starting:
+                    raise RpcError(ttrpc.FAILED_PRECONDITION, f"process {process.id} is running")
+                container.execs.pop(process.exec_id, None)
+            _drain_and_close(process)
             return _pb().DeleteResponse(
                 pid=process.pid, exit_status=process.exit_status, **_exited_at(process)
             )
-        if process.status in (RUNNING, PAUSED):
-            raise RpcError(
-                ttrpc.FAILED_PRECONDITION, f"cannot delete a running container {container.id}"
-            )
-        await container.runtime.delete(container.id, force=process.status == CREATED)
-        if process.status == CREATED:
-            # never started: rune delete --force killed it; its exit is reaped, not reported
-            self.by_pid.pop(process.pid, None)
-            process.status = STOPPED
-            process.exit_status = 128 + signal.SIGKILL
-            process.exited_at = time.time()
-            process.exited.set()
-        for other in container.execs.values():
+        with self.lock:
+            if process.status in (RUNNING, PAUSED) or process.starting:
+                raise RpcError(
+                    ttrpc.FAILED_PRECONDITION, f"cannot delete a running container {container.id}"
+                )
+            never_started = process.status == CREATED
+            if never_started:
+                # rune delete --force kills it; its exit is reaped, not reported
+                self.by_pid.pop(process.pid, None)
+        container.runtime.delete(container.id, force=never_started)
+        with self.lock:
+            if never_started:
+                process.status = STOPPED
+                process.exit_status = 128 + signal.SIGKILL
+                process.exited_at = time.time()
+                process.exited.set()
+            others = list(container.execs.values())
+        for other in others:
             if other.io is not None:
                 other.io.close()
-        await _drain_and_close(process)
+        _drain_and_close(process)
         if container.rootfs_mounted:
             unmount_all(container.rootfs)
             container.rootfs_mounted = False
-        del self.containers[container.id]
-        self._publish(
-            "/tasks/delete",
-            "TaskDelete",
-            container_id=container.id,
-            pid=process.pid,
-            exit_status=process.exit_status,
-            exited_at=process.exited_at,
-        )
+        with self.lock:
+            self.containers.pop(container.id, None)
+            self._publish(
+                "/tasks/delete",
+                "TaskDelete",
+                container_id=container.id,
+                pid=process.pid,
+                exit_status=process.exit_status,
+                exited_at=process.exited_at,
+            )
         return _pb().DeleteResponse(
             pid=process.pid, exit_status=process.exit_status, **_exited_at(process)
         )
 
-    async def state(self, request: Any) -> Any:
+    def state(self, request: Any) -> Any:
         process = self._process(request.id, request.exec_id)
         status = process.status
         if not process.exec_id and process.container.paused and status == RUNNING:
@@ -456,11 +494,11 @@ class TaskService:
         _set_time(response.exited_at, process.exited_at)
         return response
 
-    async def pids(self, request: Any) -> Any:
+    def pids(self, request: Any) -> Any:
         from inclavare.shim.proto import runc_options_pb2, task_pb2
 
         container = self._container(request.id)
-        listed = await container.runtime.ps(container.id)
+        listed = container.runtime.ps(container.id)
         exec_ids = {p.pid: p.exec_id for p in container.execs.values() if p.pid}
         response = _pb().PidsResponse()
         for pid in listed:
@@ -472,24 +510,24 @@ class TaskService:
             response.processes.append(info)
         return response
 
-    async def pause(self, request: Any) -> None:
+    def pause(self, request: Any) -> None:
         container = self._container(request.id)
-        await container.runtime.pause(container.id)
+        container.runtime.pause(container.id)
         container.paused = True
         self._publish("/tasks/paused", "TaskPaused", container_id=container.id)
 
-    async def resume(self, request: Any) -> None:
+    def resume(self, request: Any) -> None:
         container = self._container(request.id)
-        await container.runtime.resume(container.id)
+        container.runtime.resume(container.id)
         container.paused = False
         self._publish("/tasks/resumed", "TaskResumed", container_id=container.id)
 
-    async def kill(self, request: Any) -> None:
+    def kill(self, request: Any) -> None:
         process = self._process(request.id, request.exec_id)
         if not process.exec_id:
             if process.status == STOPPED and not request.all:
                 raise RpcError(ttrpc.NOT_FOUND, "process already finished")
-            await process.container.runtime.kill(process.container.id, request.signal, request.all)
+            process.container.runtime.kill(process.container.id, request.signal, request.all)
             return
         if process.status != RUNNING or not process.pid:
             raise RpcError(ttrpc.NOT_FOUND, "process already finished")
@@ -498,56 +536,56 @@ class TaskService:
         except ProcessLookupError:
             raise RpcError(ttrpc.NOT_FOUND, "process already finished") from None
 
-    async def close_io(self, request: Any) -> None:
+    def close_io(self, request: Any) -> None:
         process = self._process(request.id, request.exec_id)
         if request.stdin and process.io is not None:
             process.io.close_stdin()
 
-    async def resize_pty(self, request: Any) -> None:
+    def resize_pty(self, request: Any) -> None:
         process = self._process(request.id, request.exec_id)
         if process.io is None or process.io.master < 0:
             raise RpcError(ttrpc.FAILED_PRECONDITION, f"process {process.id} has no terminal")
         process.io.resize(request.width, request.height)
 
-    async def update(self, request: Any) -> None:
+    def update(self, request: Any) -> None:
         container = self._container(request.id)
-        await container.runtime.update(container.id, bytes(request.resources.value))
+        container.runtime.update(container.id, bytes(request.resources.value))
 
-    async def wait(self, request: Any) -> Any:
+    def wait(self, request: Any) -> Any:
         process = self._process(request.id, request.exec_id)
-        await process.exited.wait()
+        process.exited.wait()
         response = _pb().WaitResponse(exit_status=process.exit_status)
         _set_time(response.exited_at, process.exited_at)
         return response
 
-    async def stats(self, request: Any) -> Any:
+    def stats(self, request: Any) -> Any:
         from inclavare.shim.metrics import metrics_v1
 
         container = self._container(request.id)
-        data = await container.runtime.stats(container.id)
+        data = container.runtime.stats(container.id)
         response = _pb().StatsResponse()
         response.stats.type_url = METRICS
         response.stats.value = metrics_v1(data)
         return response
 
-    async def connect(self, request: Any) -> Any:
+    def connect(self, request: Any) -> Any:
         container = self.containers.get(request.id)
         task_pid = container.init.pid if container is not None else 0
         return _pb().ConnectResponse(shim_pid=os.getpid(), task_pid=task_pid)
 
-    async def shutdown(self, request: Any) -> None:
+    def shutdown(self, request: Any) -> None:
         if self.containers and not request.now:
             return  # other containers of the group still run here
-        asyncio.get_running_loop().call_soon(self.on_shutdown)
+        self.on_shutdown()
 
 
-async def _drain_and_close(process: Process) -> None:
+def _drain_and_close(process: Process) -> None:
     """Close the process's I/O once everything it wrote reached the fifos: containerd's
     client stops reading when Delete returns. A descendant that still holds the output
     open (a daemon started by the process) is not waited for beyond a few seconds."""
     if process.io is None:
         return
-    await asyncio.get_running_loop().run_in_executor(None, process.io.wait_outputs, 3.0)
+    process.io.wait_outputs(3.0)
     process.io.close()
     process.io = None
 
@@ -567,8 +605,8 @@ def _read_pid(path: str) -> int:
         return int(pid_file.read().strip())
 
 
-async def _quietly(call: Awaitable[None]) -> None:
+def _quietly(call: Callable[[], None]) -> None:
     try:
-        await call
+        call()
     except RpcError:
         pass

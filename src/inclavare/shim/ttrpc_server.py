@@ -1,19 +1,24 @@
-"""A ttrpc server on asyncio, and a small blocking client.
+"""A ttrpc server on threads, and a small blocking client.
 
-Each request runs as its own task, so a long call (Wait) does not hold up the others on the
-same connection; responses go out whole, one at a time. A peer that sends garbage loses its
-connection and nothing else: the server and the other connections go on.
+Each connection has a thread reading its frames, and each request runs in a thread of its
+own, so a long call (Wait) does not hold up the others on the same connection; responses go
+out whole, one at a time. A peer that sends garbage loses its connection and nothing else:
+the server and the other connections go on. Threads, not asyncio: importing asyncio (it
+brings ssl, logging, concurrent.futures) would add tens of milliseconds to the start of
+every shim, which is on the critical path of every container.
 """
 
 from __future__ import annotations
 
-import asyncio
 import socket
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Callable
 
 from inclavare.shim import ttrpc
 
-Handler = Callable[[bytes], Awaitable[bytes]]
+Handler = Callable[[bytes], bytes]
+# how long a connection whose peer stopped sending waits for the answers of its calls
+CALL_WAIT = 30.0
 
 
 class RpcError(Exception):
@@ -26,43 +31,63 @@ class RpcError(Exception):
 
 
 class Server:
-    """Serves {service name: {method name: handler}} on listening unix sockets."""
+    """Serves {service name: {method name: handler}} on a listening unix socket."""
 
     def __init__(
         self, services: dict[str, dict[str, Handler]], log: Callable[[str], None] | None = None
     ) -> None:
         self.services = services
         self.log = log or (lambda _message: None)
-        self._servers: list[asyncio.base_events.Server] = []
-        self._connections: set[asyncio.Task[None]] = set()
+        self._listener: socket.socket | None = None
+        self._closing = False
 
-    async def serve(self, listener: socket.socket) -> None:
-        server = await asyncio.start_unix_server(self._connection, sock=listener)
-        self._servers.append(server)
+    def serve_forever(self, listener: socket.socket) -> None:
+        """Accept connections until close(); each is served by threads of its own."""
+        self._listener = listener
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                if self._closed():
+                    return
+                continue
+            threading.Thread(target=self._connection, args=(connection,), daemon=True).start()
+
+    def _closed(self) -> bool:
+        return self._closing
 
     def close(self) -> None:
-        for server in self._servers:
-            server.close()
+        self._closing = True
+        if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept()
+            except OSError:
+                pass
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _connection(self, connection: socket.socket) -> None:
         decoder = ttrpc.FrameDecoder()
-        write_lock = asyncio.Lock()
-        calls: set[asyncio.Task[None]] = set()
+        write_lock = threading.Lock()
 
-        async def send(stream_id: int, response: ttrpc.Response) -> None:
+        def send(stream_id: int, response: ttrpc.Response) -> None:
             frame = ttrpc.encode_frame(
                 stream_id, ttrpc.TYPE_RESPONSE, ttrpc.encode_response(response)
             )
-            async with write_lock:
-                writer.write(frame)
-                await writer.drain()
+            try:
+                with write_lock:
+                    connection.sendall(frame)
+            except OSError:
+                pass  # the caller went away; its answer has nowhere to go
 
+        calls: list[threading.Thread] = []
         try:
             while True:
-                data = await reader.read(65536)
+                data = connection.recv(65536)
                 if not data:
                     if decoder.pending:
                         self.log(f"ttrpc: connection closed mid-frame ({decoder.pending} bytes)")
+                    # the peer is done sending, not necessarily done reading: its answers
+                    for call in calls:
+                        call.join(CALL_WAIT)
                     break
                 for frame in decoder.feed(data):
                     if isinstance(frame, ttrpc.OversizedFrame):
@@ -71,7 +96,7 @@ class Server:
                             f"message length {frame.length} exceeds maximum message size of "
                             f"{ttrpc.MAX_MESSAGE_LENGTH}",
                         )
-                        await send(frame.stream_id, ttrpc.Response(status))
+                        send(frame.stream_id, ttrpc.Response(status))
                         continue
                     if frame.type != ttrpc.TYPE_REQUEST:
                         continue  # other message types are for future protocol versions
@@ -79,28 +104,26 @@ class Server:
                         raise ttrpc.ProtocolError(
                             f"stream id {frame.stream_id} is not odd (client-initiated)"
                         )
-                    task = asyncio.create_task(self._call(frame, send))
-                    calls.add(task)
-                    task.add_done_callback(calls.discard)
-        except (ttrpc.ProtocolError, ConnectionError) as error:
+                    call = threading.Thread(target=self._call, args=(frame, send), daemon=True)
+                    call.start()
+                    calls = [c for c in calls if c.is_alive()]
+                    calls.append(call)
+        except (ttrpc.ProtocolError, OSError) as error:
             self.log(f"ttrpc: closing the connection: {error}")
         finally:
-            for task in calls:
-                task.cancel()
-            writer.close()
             try:
-                await writer.wait_closed()
-            except (ConnectionError, OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
                 pass
+            with write_lock:
+                connection.close()
 
-    async def _call(
-        self, frame: ttrpc.Frame, send: Callable[[int, ttrpc.Response], Awaitable[None]]
-    ) -> None:
+    def _call(self, frame: ttrpc.Frame, send: Callable[[int, ttrpc.Response], None]) -> None:
         try:
             request = ttrpc.decode_request(frame.payload)
         except ttrpc.DecodeError as error:
             status = ttrpc.Status(ttrpc.INVALID_ARGUMENT, f"unmarshal request error: {error}")
-            await _quietly(send(frame.stream_id, ttrpc.Response(status)))
+            send(frame.stream_id, ttrpc.Response(status))
             return
         methods = self.services.get(request.service)
         handler = methods.get(request.method) if methods is not None else None
@@ -110,30 +133,21 @@ class Server:
             response = _failure(ttrpc.UNIMPLEMENTED, f"method {request.method}")
         else:
             try:
-                response = ttrpc.Response(payload=await handler(request.payload))
+                response = ttrpc.Response(payload=handler(request.payload))
             except RpcError as error:
                 response = _failure(error.code, error.message)
             except ttrpc.DecodeError as error:
                 response = _failure(ttrpc.INVALID_ARGUMENT, f"malformed {request.method}: {error}")
-            except asyncio.CancelledError:
-                raise
             except Exception as error:  # a bug: report it to the caller, keep serving
                 self.log(f"ttrpc: {request.service}/{request.method}: {error!r}")
                 response = _failure(ttrpc.INTERNAL, f"{type(error).__name__}: {error}")
         if len(response.payload) > ttrpc.MAX_MESSAGE_LENGTH - 64:
             response = _failure(ttrpc.RESOURCE_EXHAUSTED, "response exceeds the maximum size")
-        await _quietly(send(frame.stream_id, response))
+        send(frame.stream_id, response)
 
 
 def _failure(code: int, message: str) -> ttrpc.Response:
     return ttrpc.Response(ttrpc.Status(code, message))
-
-
-async def _quietly(sending: Awaitable[None]) -> None:
-    try:
-        await sending
-    except (ConnectionError, OSError):
-        pass  # the caller went away; its answer has nowhere to go
 
 
 class Client:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,45 +109,31 @@ def test_malformed_requests_name_the_problem(data: bytes, reason: str) -> None:
 @pytest.fixture
 def server_socket(tmp_path: Path) -> Iterator[str]:
     path = str(tmp_path / "ttrpc.sock")
-    started = threading.Event()
-    loop = asyncio.new_event_loop()
 
-    async def echo(payload: bytes) -> bytes:
+    def echo(payload: bytes) -> bytes:
         return payload[::-1]
 
-    async def fail(payload: bytes) -> bytes:
+    def fail(payload: bytes) -> bytes:
         raise RpcError(ttrpc.NOT_FOUND, f"no such thing: {payload.decode()}")
 
-    async def slow(payload: bytes) -> bytes:
-        await asyncio.sleep(0.2)
+    def slow(payload: bytes) -> bytes:
+        time.sleep(0.2)
         return b"slow"
 
-    async def bug(payload: bytes) -> bytes:
+    def bug(payload: bytes) -> bytes:
         raise KeyError("oops")
 
     server = Server({"test.Echo": {"Echo": echo, "Fail": fail, "Slow": slow, "Bug": bug}})
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(path)
-        listener.listen()
-        loop.run_until_complete(server.serve(listener))
-        started.set()
-        loop.run_forever()
-        pending = asyncio.all_tasks(loop)
-        for task in pending:
-            task.cancel()
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.close()
-
-    thread = threading.Thread(target=run, daemon=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen()
+    thread = threading.Thread(target=server.serve_forever, args=(listener,), daemon=True)
     thread.start()
-    started.wait(5)
     yield path
-    loop.call_soon_threadsafe(server.close)
-    loop.call_soon_threadsafe(loop.stop)
+    server.close()
     thread.join(5)
+    listener.close()
+    assert not thread.is_alive()
 
 
 def test_calls_and_errors(server_socket: str) -> None:
@@ -277,3 +263,13 @@ def test_responses_match_the_protobuf_runtime(status: ttrpc.Status, payload: byt
     encoded = ttrpc.encode_response(ttrpc.Response(status, payload))
     assert encoded == generated.SerializeToString(deterministic=True)
     assert ttrpc.decode_response(generated.SerializeToString()) == ttrpc.Response(status, payload)
+
+
+def test_a_peer_that_stopped_sending_still_gets_its_answers(server_socket: str) -> None:
+    sock = _raw(server_socket)
+    request = ttrpc.encode_request(ttrpc.Request("test.Echo", "Slow", b""))
+    sock.sendall(ttrpc.encode_frame(1, ttrpc.TYPE_REQUEST, request))
+    sock.shutdown(socket.SHUT_WR)
+    assert _read_response(sock) == (1, ttrpc.Response(payload=b"slow"))
+    assert sock.recv(10) == b""  # then the server closes
+    sock.close()
