@@ -4,7 +4,10 @@ gone: which runtime program and state root the container was created with."""
 from __future__ import annotations
 
 import os
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_BINARY = "rune"
 # as containerd's runc shim keeps runc's state under /run/containerd/runc/<namespace>

@@ -107,8 +107,6 @@ def start(namespace: str, address: str, publish_binary: str, container_id: str, 
 def delete(namespace: str, container_id: str, bundle: str) -> int:
     """containerd lost the shim: force-delete the container, unmount its rootfs, and print a
     DeleteResponse (killed: 128 + SIGKILL) on standard output."""
-    import subprocess
-
     from inclavare.shim.bundle import DEFAULT_BINARY, ROOT_DIRECTORY, read_options
     from inclavare.shim.mounts import unmount_all
 
@@ -121,6 +119,8 @@ def delete(namespace: str, container_id: str, bundle: str) -> int:
     # containerd runs this after every shim's exit; most often the shim deleted the
     # container itself and there is no state left for the runtime to remove
     if os.path.exists(os.path.join(root, container_id)):
+        import subprocess
+
         try:
             subprocess.run(command, capture_output=True, timeout=60, check=False)
         except (OSError, subprocess.TimeoutExpired) as error:
@@ -136,10 +136,20 @@ def delete(namespace: str, container_id: str, bundle: str) -> int:
 def delete_response(exit_status: int, exited_at_ns: int) -> bytes:
     """DeleteResponse{exit_status=2, exited_at=3 (Timestamp{seconds=1, nanos=2})}, encoded
     here: importing the protobuf runtime would double this action's time."""
-    from inclavare.shim.events import timestamp
-    from inclavare.shim.ttrpc import bytes_field, varint_field
 
-    return varint_field(2, exit_status) + bytes_field(3, timestamp(exited_at_ns))
+    def varint(value: int) -> bytes:
+        out = bytearray()
+        while value > 0x7F:
+            out.append(value & 0x7F | 0x80)
+            value >>= 7
+        out.append(value)
+        return bytes(out)
+
+    seconds, nanos = divmod(exited_at_ns, 1_000_000_000)
+    stamp = (b"\x08" + varint(seconds) if seconds else b"") + (
+        b"\x10" + varint(nanos) if nanos else b""
+    )
+    return b"\x10" + varint(exit_status) + b"\x1a" + varint(len(stamp)) + stamp
 
 
 class _Log:

@@ -17,7 +17,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from inclavare.shim import ttrpc
 from inclavare.shim.bundle import ROOT_DIRECTORY, write_options
@@ -27,6 +26,10 @@ from inclavare.shim.reaper import Reaper
 from inclavare.shim.runtime import Runtime
 from inclavare.shim.stdio import ProcessIO
 from inclavare.shim.ttrpc_server import Handler, RpcError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # containerd.v1.types.Status
 UNKNOWN, CREATED, RUNNING, STOPPED, PAUSED = 0, 1, 2, 3, 4

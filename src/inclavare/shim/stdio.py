@@ -21,7 +21,6 @@ import os
 import selectors
 import socket
 import sys
-import tempfile
 import threading
 import time
 
@@ -70,6 +69,19 @@ def _wait_drained(fd: int, limit: float) -> None:
         delay = min(delay * 2, 0.02)
 
 
+def _private_directory() -> str:
+    """A new directory only root can enter, for a console socket (tempfile costs a
+    noticeable import at the shim's start)."""
+    base = os.environ.get("TMPDIR") or "/tmp"
+    while True:
+        path = os.path.join(base, f"rune-console-{os.urandom(8).hex()}")
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            continue
+
+
 def _open_input_fifo(path: str) -> int:
     return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
 
@@ -111,7 +123,7 @@ class ProcessIO:
         if stderr and not self.terminal:
             self._stderr_fifo = self._own(_open_fifo(stderr))
         if self.terminal:
-            self._console_dir = tempfile.mkdtemp(prefix="rune-console-")
+            self._console_dir = _private_directory()
             self.console_socket = os.path.join(self._console_dir, "console.sock")
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self._console_listener = listener

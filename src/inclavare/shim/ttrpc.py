@@ -14,7 +14,6 @@ only needed for the service's own messages.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
 
 HEADER_LENGTH = 10
 MAX_MESSAGE_LENGTH = 4 << 20
@@ -45,42 +44,102 @@ class DecodeError(ValueError):
     """A protobuf message is malformed (truncated, bad wire type, bad UTF-8)."""
 
 
-@dataclass(frozen=True)
-class Frame:
+class _Value:
+    """A small immutable record: equal when its fields are (a dataclass without the import
+    cost, which every shim's start would pay)."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def _fields(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        values = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({values})"
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def _set(self, **values: object) -> None:
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+
+class Frame(_Value):
+    __slots__ = ("flags", "payload", "stream_id", "type")
+
+    def __init__(self, stream_id: int, type: int, flags: int, payload: bytes) -> None:
+        self._set(stream_id=stream_id, type=type, flags=flags, payload=payload)
+
     stream_id: int
     type: int
     flags: int
     payload: bytes
 
 
-@dataclass(frozen=True)
-class OversizedFrame:
+class OversizedFrame(_Value):
     """A frame whose payload exceeded MAX_MESSAGE_LENGTH; its bytes were discarded."""
+
+    __slots__ = ("length", "stream_id", "type")
+
+    def __init__(self, stream_id: int, type: int, length: int) -> None:
+        self._set(stream_id=stream_id, type=type, length=length)
 
     stream_id: int
     type: int
     length: int
 
 
-@dataclass(frozen=True)
-class Status:
-    code: int = OK
-    message: str = ""
+class Status(_Value):
+    __slots__ = ("code", "message")
+
+    def __init__(self, code: int = OK, message: str = "") -> None:
+        self._set(code=code, message=message)
+
+    code: int
+    message: str
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(_Value):
+    __slots__ = ("metadata", "method", "payload", "service", "timeout_nano")
+
+    def __init__(
+        self,
+        service: str,
+        method: str,
+        payload: bytes = b"",
+        timeout_nano: int = 0,
+        metadata: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        self._set(
+            service=service,
+            method=method,
+            payload=payload,
+            timeout_nano=timeout_nano,
+            metadata=metadata,
+        )
+
     service: str
     method: str
-    payload: bytes = b""
-    timeout_nano: int = 0
-    metadata: tuple[tuple[str, str], ...] = field(default=())
+    payload: bytes
+    timeout_nano: int
+    metadata: tuple[tuple[str, str], ...]
 
 
-@dataclass(frozen=True)
-class Response:
-    status: Status = field(default_factory=Status)
-    payload: bytes = b""
+class Response(_Value):
+    __slots__ = ("payload", "status")
+
+    def __init__(self, status: Status | None = None, payload: bytes = b"") -> None:
+        self._set(status=status if status is not None else Status(), payload=payload)
+
+    status: Status
+    payload: bytes
 
 
 def encode_frame(stream_id: int, message_type: int, payload: bytes, flags: int = 0) -> bytes:
