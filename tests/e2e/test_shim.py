@@ -332,3 +332,56 @@ def test_a_shim_killed_is_cleaned_up_by_its_delete_action(
         time.sleep(0.1)
     ctr("containers", "delete", "orphan")
     assert_nothing_left(shim_containerd, "orphan")
+
+
+def test_one_shim_serves_the_containers_of_a_pod(
+    shim_containerd: Containerd, image_archive: tuple[Path, str]
+) -> None:
+    """Containers with the same CRI sandbox id share one shim, which stays until the last
+    of them is deleted."""
+    ctr = shim_containerd.ctr
+    pod = "--annotation=io.kubernetes.cri.sandbox-id=pod-1"
+    for name in ("pod-a", "pod-b"):
+        ctr("run", "-d", "--runtime", RUNTIME, pod, image_archive[1], name, "sleep", "300")
+        wait_for_status(shim_containerd, name, "RUNNING")
+    assert shim_socket(shim_containerd, "pod-a") == shim_socket(shim_containerd, "pod-b")
+    (shim,) = shim_pids(shim_containerd)
+    remove(shim_containerd, "pod-a")
+    assert shim_pids(shim_containerd) == [shim]
+    assert ctr("tasks", "exec", "--exec-id", "x", "pod-b", "echo", "alive").stdout == "alive\n"
+    remove(shim_containerd, "pod-b")
+    assert_nothing_left(shim_containerd, "pod-b")
+
+
+def test_an_out_of_memory_kill_is_published(
+    shim_containerd: Containerd, image_archive: tuple[Path, str]
+) -> None:
+    if not Path("/sys/fs/cgroup/memory/memory.oom_control").exists():
+        pytest.skip("the memory controller is not on cgroup v1 here")
+    command = ["ctr", "--address", str(shim_containerd.socket), "events"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as events:
+        try:
+            time.sleep(0.3)  # subscribed
+            hog = 'x=xxxxxxxxxxxxxxxx; while true; do x="$x$x"; done'
+            result = shim_containerd.ctr(
+                "run",
+                "--rm",
+                "--runtime",
+                RUNTIME,
+                "--memory-limit",
+                str(16 * 1024 * 1024),
+                image_archive[1],
+                "hog",
+                "sh",
+                "-c",
+                hog,
+                check=False,
+            )
+            assert result.returncode == 137, result.stderr
+            time.sleep(0.5)
+        finally:
+            events.terminate()
+        seen = events.communicate(timeout=10)[0]
+    oom = [line for line in seen.splitlines() if "/tasks/oom" in line]
+    assert oom and '"container_id":"hog"' in oom[0], seen
+    assert_nothing_left(shim_containerd, "hog")

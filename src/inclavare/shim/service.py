@@ -6,8 +6,8 @@ shim maps it onto runc; exits come from the reaper and go to containerd as /task
 and as the answers of pending Wait calls.
 
 Where this differs from containerd's runc shim: no checkpoint/restore (Checkpoint answers
-UNIMPLEMENTED), no OOM events yet, no shim cgroup (Options.shim_cgroup is ignored), and the
-I/O's owner is always root (Options.io_uid/io_gid are ignored).
+UNIMPLEMENTED), OOM events on cgroup v1 only, no shim cgroup (Options.shim_cgroup is
+ignored), and the I/O's owner is always root (Options.io_uid/io_gid are ignored).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from inclavare.shim import ttrpc
 from inclavare.shim.bundle import ROOT_DIRECTORY, write_options
 from inclavare.shim.events import Publisher
 from inclavare.shim.mounts import mount_all, unmount_all
+from inclavare.shim.oom import OomWatcher
 from inclavare.shim.reaper import Reaper
 from inclavare.shim.runtime import Runtime
 from inclavare.shim.stdio import ProcessIO
@@ -140,6 +141,7 @@ class TaskService:
         self.lock = threading.RLock()
         self._creating: set[str] = set()
         reaper.on_exit = self._reaped
+        self.oom = OomWatcher(self._oom, log)
 
     def handlers(self) -> dict[str, dict[str, Handler]]:
         methods: dict[str, Callable[[Any], Any]] = {
@@ -253,6 +255,9 @@ class TaskService:
         )
         process.exited.set()
 
+    def _oom(self, container_id: str) -> None:
+        self._publish("/tasks/oom", "TaskOOM", container_id=container_id)
+
     def _started(self, process: Process, pid: int) -> None:
         """pid is process's now: watch for its exit, which may already have happened."""
         with self.lock:
@@ -335,6 +340,7 @@ class TaskService:
                 "/tasks/create", "containerd.events.TaskCreate", created.SerializeToString()
             )
             self._started(process, pid)
+        self.oom.watch(container_id, pid)
         return _pb().CreateTaskResponse(pid=pid)
 
     def start(self, request: Any) -> Any:
@@ -463,6 +469,7 @@ class TaskService:
         if container.rootfs_mounted:
             unmount_all(container.rootfs)
             container.rootfs_mounted = False
+        self.oom.unwatch(container.id)
         with self.lock:
             self.containers.pop(container.id, None)
             self._publish(

@@ -128,3 +128,13 @@ def test_last_error_of_a_json_log(tmp_path: Path) -> None:
     )
     assert last_error(str(log)) == "second"
     assert last_error(str(tmp_path / "missing")) == ""
+
+
+def test_the_memory_cgroup_of_this_process() -> None:
+    import os
+
+    from inclavare.shim.oom import memory_cgroup
+
+    found = memory_cgroup(os.getpid())
+    assert found is None or os.path.isfile(os.path.join(found, "memory.oom_control"))
+    assert memory_cgroup(2**22 + 1) is None  # no such process
