@@ -95,6 +95,7 @@ bench: install
 	$(VENV)/bin/python bench/containerd.py
 	$(VENV)/bin/python bench/verify.py
 	$(VENV)/bin/python bench/tls.py
+	$(VENV)/bin/python bench/shim.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache $(SYSCALLS_EXT) \
