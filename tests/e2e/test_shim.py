@@ -385,3 +385,53 @@ def test_an_out_of_memory_kill_is_published(
     oom = [line for line in seen.splitlines() if "/tasks/oom" in line]
     assert oom and '"container_id":"hog"' in oom[0], seen
     assert_nothing_left(shim_containerd, "hog")
+
+
+def test_binary_name_from_the_runtime_options_is_honoured(
+    shim_containerd: Containerd,
+    image_archive: tuple[Path, str],
+    rune_program: str,
+    tmp_path: Path,
+) -> None:
+    """containerd passes runtimeoptions.v1.Options{ConfigPath} to a shim that is not runc's
+    (`ctr --runtime-config-path`, or the CRI plugin's options table); its BinaryName is the
+    runtime program the shim runs."""
+    marker = tmp_path / "ran"
+    wrapper = tmp_path / "rune-wrapper"
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {marker}\nexec {rune_program} "$@"\n')
+    wrapper.chmod(0o755)
+    options = tmp_path / "rune.toml"
+    options.write_text(f'BinaryName = "{wrapper}"\n')
+    result = shim_containerd.ctr(
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--runtime-config-path",
+        str(options),
+        image_archive[1],
+        "wrapped",
+        "echo",
+        "through the wrapper",
+    )
+    assert result.stdout == "through the wrapper\n"
+    calls = marker.read_text().splitlines()
+    assert any("create" in call.split() for call in calls), calls
+    assert any("delete" in call.split() for call in calls), calls
+    options.write_text("BinaryName = [\n")
+    broken = shim_containerd.ctr(
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--runtime-config-path",
+        str(options),
+        image_archive[1],
+        "badoptions",
+        "true",
+        check=False,
+    )
+    assert broken.returncode != 0
+    assert f"runtime options {options}" in broken.stderr
+    shim_containerd.ctr("containers", "delete", "badoptions", check=False)
+    assert_nothing_left(shim_containerd, "badoptions")

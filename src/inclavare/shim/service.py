@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 UNKNOWN, CREATED, RUNNING, STOPPED, PAUSED = 0, 1, 2, 3, 4
 
 RUNC_OPTIONS = "containerd.runc.v1.Options"
+RUNTIME_OPTIONS = "runtimeoptions.v1.Options"
 PROCESS_DETAILS = "containerd.runc.v1.ProcessDetails"
 METRICS = "io.containerd.cgroups.v1.Metrics"
 SERVICE = "containerd.task.v2.Task"
@@ -102,19 +103,57 @@ class Container:
 
 
 def runtime_options(type_url: str, value: bytes) -> dict[str, Any]:
-    """BinaryName, Root, NoPivotRoot, NoNewKeyring from containerd.runc.v1.Options (the CRI
-    plugin sends them when the runtime's `options` table is set); nothing from other types."""
-    if not type_url or not type_url.endswith(RUNC_OPTIONS):
-        return {}
-    from inclavare.shim.proto import runc_options_pb2
+    """BinaryName, Root, NoPivotRoot, NoNewKeyring of the container's runtime.
 
-    parsed = runc_options_pb2.Options.FromString(value)
-    return {
-        "binary_name": str(parsed.binary_name),
-        "root": str(parsed.root),
-        "no_pivot_root": bool(parsed.no_pivot_root),
-        "no_new_keyring": bool(parsed.no_new_keyring),
-    }
+    containerd's CRI plugin sends containerd.runc.v1.Options only to the runc shims; for any
+    other runtime_type it sends runtimeoptions.v1.Options{type_url=1, config_path=2}, whose
+    ConfigPath names a TOML file: that file may set the same keys."""
+    if type_url.endswith(RUNC_OPTIONS):
+        from inclavare.shim.proto import runc_options_pb2
+
+        parsed = runc_options_pb2.Options.FromString(value)
+        return {
+            "binary_name": str(parsed.binary_name),
+            "root": str(parsed.root),
+            "no_pivot_root": bool(parsed.no_pivot_root),
+            "no_new_keyring": bool(parsed.no_new_keyring),
+        }
+    if type_url.endswith(RUNTIME_OPTIONS):
+        config_path = ""
+        for number, _, field in ttrpc.fields(value):
+            if number == 2 and isinstance(field, bytes):
+                config_path = field.decode(errors="replace")
+        return _options_file(config_path) if config_path else {}
+    return {}
+
+
+def _options_file(path: str) -> dict[str, Any]:
+    import tomllib
+
+    try:
+        with open(path, "rb") as config:
+            table = tomllib.load(config)
+    except OSError as error:
+        raise RpcError(
+            ttrpc.INVALID_ARGUMENT, f"runtime options {path}: {error.strerror}"
+        ) from None
+    except tomllib.TOMLDecodeError as error:
+        raise RpcError(ttrpc.INVALID_ARGUMENT, f"runtime options {path}: {error}") from None
+    found: dict[str, Any] = {}
+    for key, name, kind in (
+        ("BinaryName", "binary_name", str),
+        ("Root", "root", str),
+        ("NoPivotRoot", "no_pivot_root", bool),
+        ("NoNewKeyring", "no_new_keyring", bool),
+    ):
+        if key in table:
+            if not isinstance(table[key], kind):
+                raise RpcError(
+                    ttrpc.INVALID_ARGUMENT,
+                    f"runtime options {path}: {key} must be a {kind.__name__}",
+                )
+            found[name] = table[key]
+    return found
 
 
 class TaskService:

@@ -120,6 +120,29 @@ def test_runtime_options_honour_binary_name() -> None:
     assert runtime_options("", b"") == {}
 
 
+def test_runtime_options_of_the_cri_plugin_name_a_toml_file(tmp_path: Path) -> None:
+    from inclavare.shim import ttrpc
+    from inclavare.shim.ttrpc_server import RpcError
+
+    config = tmp_path / "rune.toml"
+    config.write_text('BinaryName = "/opt/bin/rune"\nRoot = "/run/r"\nNoPivotRoot = true\n')
+    value = ttrpc.bytes_field(1, b"x") + ttrpc.bytes_field(2, str(config).encode())
+    assert runtime_options("runtimeoptions.v1.Options", value) == {
+        "binary_name": "/opt/bin/rune",
+        "root": "/run/r",
+        "no_pivot_root": True,
+    }
+    config.write_text("BinaryName = 3\n")
+    with pytest.raises(RpcError, match="BinaryName must be a str"):
+        runtime_options("runtimeoptions.v1.Options", value)
+    config.write_text("BinaryName = \n")
+    with pytest.raises(RpcError, match=r"rune\.toml"):
+        runtime_options("runtimeoptions.v1.Options", value)
+    missing = ttrpc.bytes_field(2, str(tmp_path / "missing.toml").encode())
+    with pytest.raises(RpcError, match="No such file"):
+        runtime_options("runtimeoptions.v1.Options", missing)
+
+
 def test_last_error_of_a_json_log(tmp_path: Path) -> None:
     log = tmp_path / "log.json"
     log.write_text(
