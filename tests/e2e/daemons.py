@@ -91,11 +91,15 @@ class Containerd:
 
 
 def start_containerd(
-    directory: Path, extra_config: str = "", path: list[str] | None = None
+    directory: Path,
+    extra_config: str = "",
+    path: list[str] | None = None,
+    variables: dict[str, str] | None = None,
 ) -> Containerd:
     """A containerd with its own root, state and socket under directory (no CRI plugin).
     extra_config is appended to its config.toml; path, put in front of PATH, is where it
-    finds shims (containerd-shim-<name>-v2) and they find their runtimes."""
+    finds shims (containerd-shim-<name>-v2) and they find their runtimes; variables are
+    added to its environment (which its shims and runtimes inherit)."""
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "config.toml"
     config.write_text(
@@ -106,7 +110,7 @@ def start_containerd(
         "[grpc]\n"
         f'  address = "{directory}/containerd.sock"\n' + extra_config
     )
-    environment = dict(os.environ)
+    environment = dict(os.environ, **(variables or {}))
     if path:
         environment["PATH"] = os.pathsep.join([*path, environment.get("PATH", "")])
     daemon = Containerd(directory, _spawn_containerd(directory, environment))

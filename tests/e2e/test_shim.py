@@ -3,6 +3,7 @@ io.containerd.rune.v2`, the shim found on containerd's PATH beside rune."""
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import shutil
@@ -38,8 +39,13 @@ def shim_containerd(
     launchers = Path(rune_program).parent
     if not os.access(launchers / SHIM, os.X_OK):
         pytest.skip(f"{SHIM} is not installed beside {rune_program}: run `make install`")
+    directory = tmp_path_factory.mktemp("containerd-shim")
     daemon = start_containerd(
-        tmp_path_factory.mktemp("containerd-shim"), RUNTIME_CONFIG, path=[str(launchers)]
+        directory,
+        RUNTIME_CONFIG,
+        path=[str(launchers)],
+        # rune keeps the sim TEE's platform of enclave containers in the test's directory
+        variables={"INCLAVARE_SIM_DIR": f"{directory}/sim"},
     )
     try:
         daemon.ctr("images", "import", str(image_archive[0]))
@@ -435,3 +441,94 @@ def test_binary_name_from_the_runtime_options_is_honoured(
     assert f"runtime options {options}" in broken.stderr
     shim_containerd.ctr("containers", "delete", "badoptions", check=False)
     assert_nothing_left(shim_containerd, "badoptions")
+
+
+# --- the carrier ------------------------------------------------------------------------------
+
+
+def _carrier_run(
+    containerd: Containerd, image: str, options: Path, carrier: str, name: str, *command: str
+) -> subprocess.CompletedProcess[str]:
+    return containerd.ctr(
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--runtime-config-path",
+        str(options),
+        "--env",
+        f"RUNE_CARRIER={carrier}",
+        image,
+        name,
+        *command,
+        check=False,
+    )
+
+
+def test_an_unknown_carrier_is_refused(
+    shim_containerd: Containerd, image_archive: tuple[Path, str], tmp_path: Path
+) -> None:
+    options = tmp_path / "rune.toml"
+    options.write_text("")
+    result = _carrier_run(shim_containerd, image_archive[1], options, "sgx2", "unknown", "true")
+    assert result.returncode != 0
+    assert "RUNE_CARRIER='sgx2': unknown carrier (known: native, wasm)" in result.stderr
+    shim_containerd.ctr("containers", "delete", "unknown", check=False)
+    assert_nothing_left(shim_containerd, "unknown")
+
+
+def test_the_native_carrier_runs_an_ordinary_image_as_an_enclave(
+    shim_containerd: Containerd,
+    image_archive: tuple[Path, str],
+    rune_program: str,
+    tmp_path: Path,
+) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("inclavare.enclave.convert") is None:
+        pytest.skip("this tree has no bundle conversion (inclavare.enclave.convert)")
+    key = tmp_path / "signing-key.pem"
+    subprocess.run(
+        [str(Path(rune_program).parent / "enclave-sign"), "genkey", str(key)], check=True
+    )
+    options = tmp_path / "rune.toml"
+    options.write_text(f'SigningKey = "{key}"\n')
+    image = image_archive[1]
+    ran = _carrier_run(
+        shim_containerd, image, options, "native", "carried", "/bin/busybox", "echo", "enclave"
+    )
+    assert (ran.returncode, ran.stdout) == (0, "enclave\n"), ran.stderr
+    assert_nothing_left(shim_containerd, "carried")
+    # the bundle is an enclave bundle: the sim enclave's settings and its signature
+    shim_containerd.ctr(
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--runtime-config-path",
+        str(options),
+        "--env",
+        "RUNE_CARRIER=native",
+        image,
+        "carried-long",
+        "/bin/busybox",
+        "sleep",
+        "300",
+    )
+    bundle = bundle_of(shim_containerd, "carried-long")
+    env = json.loads((bundle / "config.json").read_text())["process"]["env"]
+    assert "ENCLAVE_TYPE=sim" in env and "ENCLAVE_RUNTIME_PATH=builtin:native" in env
+    assert (bundle / "rootfs" / ".inclavare" / "enclave.sig").is_file()
+    remove(shim_containerd, "carried-long")
+    # what cannot be converted is refused with the reason, and nothing is left
+    wasm = _carrier_run(shim_containerd, image, options, "wasm", "notwasm", "/bin/busybox", "true")
+    assert wasm.returncode != 0
+    assert "RUNE_CARRIER=wasm: /bin/busybox is not a WebAssembly module" in wasm.stderr
+    shim_containerd.ctr("containers", "delete", "notwasm", check=False)
+    assert_nothing_left(shim_containerd, "notwasm")
+    options.write_text(f'SigningKey = "{tmp_path}/missing.pem"\n')
+    keyless = _carrier_run(shim_containerd, image, options, "native", "keyless", "/bin/true")
+    assert keyless.returncode != 0
+    assert f"signing key {tmp_path}/missing.pem: No such file or directory" in keyless.stderr
+    shim_containerd.ctr("containers", "delete", "keyless", check=False)
+    assert_nothing_left(shim_containerd, "keyless")

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from inclavare.shim import ttrpc
+from inclavare.shim import carrier, ttrpc
 from inclavare.shim.bundle import ROOT_DIRECTORY, write_options
 from inclavare.shim.events import Publisher
 from inclavare.shim.mounts import mount_all, unmount_all
@@ -145,6 +145,7 @@ def _options_file(path: str) -> dict[str, Any]:
         ("Root", "root", str),
         ("NoPivotRoot", "no_pivot_root", bool),
         ("NoNewKeyring", "no_new_keyring", bool),
+        ("SigningKey", "signing_key", str),
     ):
         if key in table:
             if not isinstance(table[key], kind):
@@ -340,6 +341,9 @@ class TaskService:
             if mounts:
                 mount_all(mounts, container.rootfs)
                 container.rootfs_mounted = True
+            carrier_name = carrier.requested(_read_config(bundle))
+            if carrier_name is not None:
+                carrier.convert(bundle, carrier_name, str(options.get("signing_key", "")))
             process.io = ProcessIO(process.stdin, process.stdout, process.stderr, process.terminal)
             pid_file = os.path.join(bundle, "init.pid")
             runtime.create(
@@ -647,6 +651,17 @@ def _exited_at(process: Process) -> dict[str, Any]:
     stamp = Timestamp()
     stamp.FromNanoseconds(int(process.exited_at * 1e9))
     return {"exited_at": stamp}
+
+
+def _read_config(bundle: str) -> dict[str, Any]:
+    from inclavare import lightjson
+
+    try:
+        with open(os.path.join(bundle, "config.json"), "rb") as config:
+            found = lightjson.loads(config.read())
+    except (OSError, ValueError) as error:
+        raise RpcError(ttrpc.INVALID_ARGUMENT, f"{bundle}/config.json: {error}") from None
+    return found if isinstance(found, dict) else {}
 
 
 def _read_pid(path: str) -> int:

@@ -161,3 +161,20 @@ def test_the_memory_cgroup_of_this_process() -> None:
     found = memory_cgroup(os.getpid())
     assert found is None or os.path.isfile(os.path.join(found, "memory.oom_control"))
     assert memory_cgroup(2**22 + 1) is None  # no such process
+
+
+def test_the_carrier_is_asked_for_in_the_process_environment() -> None:
+    from inclavare.shim import carrier
+
+    assert carrier.requested({"process": {"env": ["PATH=/bin", "RUNE_CARRIER=wasm"]}}) == "wasm"
+    assert carrier.requested({"process": {"env": ["PATH=/bin"]}}) is None
+    assert carrier.requested({"process": {"env": "RUNE_CARRIER=wasm"}}) is None
+    assert carrier.requested({}) is None
+
+
+def test_an_unknown_carrier_is_named(tmp_path: Path) -> None:
+    from inclavare.shim import carrier
+    from inclavare.shim.ttrpc_server import RpcError
+
+    with pytest.raises(RpcError, match=r"RUNE_CARRIER='sgx': unknown carrier \(known: native"):
+        carrier.convert(str(tmp_path), "sgx", "")
