@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from inclavare.linux.constants import MS_BIND, MS_NOSUID, MS_RDONLY, MS_REC
-from inclavare.shim.daemon import delete_response, group_id, socket_path
+from inclavare.shim.cleanup import delete_response
+from inclavare.shim.daemon import group_id, socket_path
 from inclavare.shim.events import any_bytes, forward_request
 from inclavare.shim.metrics import metrics_v1
 from inclavare.shim.mounts import parse_options
