@@ -135,7 +135,6 @@ def serve(
     debug: bool,
 ) -> int:
     import signal
-    import threading
 
     from inclavare.linux import syscalls
     from inclavare.shim.events import Publisher
@@ -162,9 +161,6 @@ def serve(
     server = Server(service.handlers(), log)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, shutdown)
-    # containerd sends Create as soon as `start` printed the address; loading the messages
-    # now overlaps with what containerd does meanwhile
-    threading.Thread(target=_load_messages, daemon=True).start()
     path = listener.getsockname()
     log(f"serving {SERVICE} on {path}")
     try:
@@ -177,7 +173,3 @@ def serve(
         publisher.close()
         log("shim exits")
     return 0
-
-
-def _load_messages() -> None:
-    from inclavare.shim.proto import events_pb2, shim_pb2  # noqa: F401
