@@ -318,10 +318,11 @@ def test_a_shim_killed_is_cleaned_up_by_its_delete_action(
     shim_containerd: Containerd, image_archive: tuple[Path, str]
 ) -> None:
     """containerd runs `containerd-shim-rune-v2 delete` when the shim dies: rune's
-    container is removed and the rootfs unmounted."""
+    container is removed, the rootfs unmounted, the dead shim's socket removed."""
     ctr = shim_containerd.ctr
     ctr("run", "-d", "--runtime", RUNTIME, image_archive[1], "orphan", "sleep", "300")
     wait_for_status(shim_containerd, "orphan", "RUNNING")
+    socket_path = Path(shim_socket(shim_containerd, "orphan"))
     (shim,) = shim_pids(shim_containerd)
     task_pid = int(ctr("tasks", "ls").stdout.splitlines()[1].split()[1])
     os.kill(shim, 9)
@@ -338,6 +339,7 @@ def test_a_shim_killed_is_cleaned_up_by_its_delete_action(
         time.sleep(0.1)
     ctr("containers", "delete", "orphan")
     assert_nothing_left(shim_containerd, "orphan")
+    assert not socket_path.exists()
 
 
 def test_one_shim_serves_the_containers_of_a_pod(

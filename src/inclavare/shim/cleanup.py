@@ -40,6 +40,7 @@ def delete(namespace: str, container_id: str, bundle: str) -> int:
             subprocess.run(command, capture_output=True, timeout=60, check=False)
         except (OSError, subprocess.TimeoutExpired) as error:
             sys.stderr.write(f"{binary} delete: {error}\n")
+    _remove_dead_socket(bundle)
     try:
         unmount_all(os.path.join(bundle, "rootfs"))
     except OSError as error:
@@ -65,3 +66,29 @@ def delete_response(exit_status: int, exited_at_ns: int) -> bytes:
         b"\x10" + varint(nanos) if nanos else b""
     )
     return b"\x10" + varint(exit_status) + b"\x1a" + varint(len(stamp)) + stamp
+
+
+def _remove_dead_socket(bundle: str) -> None:
+    """A shim that was killed leaves its socket behind; one that still answers (serving
+    other containers of its pod) keeps it."""
+    try:
+        with open(os.path.join(bundle, "address")) as address:
+            path = address.read().strip().removeprefix("unix://")
+    except OSError:
+        return
+    if not path or not os.path.exists(path):
+        return  # the usual case: the shim removed it when it shut down
+    import socket
+
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+        return
+    except OSError:
+        pass
+    finally:
+        probe.close()
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
