@@ -150,7 +150,7 @@ def serve(
     os.chdir("/")
     reaper = Reaper()
     publisher = Publisher(
-        namespace, address, publish_binary, os.environ.get("TTRPC_ADDRESS", ""), log
+        namespace, address, publish_binary, os.environ.get("TTRPC_ADDRESS", ""), log, reaper
     )
     server: Server
 

@@ -179,3 +179,31 @@ def test_an_unknown_carrier_is_named(tmp_path: Path) -> None:
 
     with pytest.raises(RpcError, match=r"RUNE_CARRIER='sgx': unknown carrier \(known: native"):
         carrier.convert(str(tmp_path), "sgx", "")
+
+
+def test_events_through_the_publish_binary(tmp_path: Path) -> None:
+    """Without TTRPC_ADDRESS, events go through `<publish-binary> --address A publish
+    --topic T --namespace NS` with the Any on standard input. Run in a process of its own:
+    the shim's reaper waits for every child of the process it runs in."""
+    import subprocess
+    import sys
+
+    received = tmp_path / "received"
+    binary = tmp_path / "publish"
+    binary.write_text(f'#!/bin/sh\necho "$@" >> {received}.args\ncat >> {received}\n')
+    binary.chmod(0o755)
+    script = (
+        "from inclavare.shim.events import Publisher\n"
+        "from inclavare.shim.reaper import Reaper\n"
+        f"publisher = Publisher('ns', '/run/c.sock', {str(binary)!r}, '', print, Reaper())\n"
+        "publisher.publish('/tasks/oom', 'containerd.events.TaskOOM', b'\\n\\x01c')\n"
+        "publisher.close()\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    from google.protobuf import any_pb2
+
+    args = (tmp_path / "received.args").read_text().split()
+    expected = "--address /run/c.sock publish --topic /tasks/oom --namespace ns"
+    assert args == expected.split()
+    packed = any_pb2.Any.FromString(received.read_bytes())
+    assert packed.type_url == "containerd.events.TaskOOM" and packed.value == b"\n\x01c"
