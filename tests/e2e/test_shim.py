@@ -534,3 +534,37 @@ def test_the_native_carrier_runs_an_ordinary_image_as_an_enclave(
     assert f"signing key {tmp_path}/missing.pem: No such file or directory" in keyless.stderr
     shim_containerd.ctr("containers", "delete", "keyless", check=False)
     assert_nothing_left(shim_containerd, "keyless")
+
+
+def test_update_through_the_task_service(
+    shim_containerd: Containerd, image_archive: tuple[Path, str]
+) -> None:
+    """Update (which ctr 1.6 does not offer) called on the shim's socket as containerd's CRI
+    plugin calls it: the LinuxResources JSON in an Any."""
+    from inclavare.shim import messages
+    from inclavare.shim.ttrpc_server import Client, RpcError
+
+    ctr = shim_containerd.ctr
+    ctr("run", "-d", "--runtime", RUNTIME, image_archive[1], "updated", "sleep", "300")
+    wait_for_status(shim_containerd, "updated", "RUNNING")
+    limit = 40 * 1024 * 1024
+    resources = messages.AnyMessage(
+        type_url="types.containerd.io/opencontainers/runtime-spec/1/LinuxResources",
+        value=json.dumps({"memory": {"limit": limit}}).encode(),
+    )
+    request = messages.UpdateTaskRequest(id="updated", resources=resources)
+    with Client(shim_socket(shim_containerd, "updated")) as client:
+        client.call("containerd.task.v2.Task", "Update", request.SerializeToString())
+        metrics = json.loads(ctr("tasks", "metrics", "--format", "json", "updated").stdout)
+        assert metrics["memory"]["usage"]["limit"] == limit
+        # a resources document rune refuses: its message comes back
+        bad = messages.UpdateTaskRequest(
+            id="updated", resources=messages.AnyMessage(type_url="x", value=b"{not json")
+        )
+        with pytest.raises(RpcError, match="OCI runtime update failed"):
+            client.call("containerd.task.v2.Task", "Update", bad.SerializeToString())
+        unknown = messages.UpdateTaskRequest(id="nobody", resources=resources)
+        with pytest.raises(RpcError, match="container nobody: not found"):
+            client.call("containerd.task.v2.Task", "Update", unknown.SerializeToString())
+    remove(shim_containerd, "updated")
+    assert_nothing_left(shim_containerd, "updated")
