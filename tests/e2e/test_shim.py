@@ -568,3 +568,47 @@ def test_update_through_the_task_service(
             client.call("containerd.task.v2.Task", "Update", unknown.SerializeToString())
     remove(shim_containerd, "updated")
     assert_nothing_left(shim_containerd, "updated")
+
+
+def test_containerd_killed_during_create_leaves_nothing_behind(
+    shim_containerd: Containerd,
+    image_archive: tuple[Path, str],
+    rune_program: str,
+    tmp_path: Path,
+) -> None:
+    """containerd dies (SIGKILL) once it started the shim, before or during Create (rune
+    create is slowed down): when containerd is back and the container is removed, no shim,
+    mount, process or state is left. A shim that never got its container exits by itself
+    after IDLE_EXIT seconds, and containerd then cleans up its bundle."""
+    from inclavare.shim.daemon import IDLE_EXIT
+
+    slow = tmp_path / "slow-rune"
+    slow.write_text(
+        '#!/bin/sh\nfor a in "$@"; do [ "$a" = create ] && sleep 2; done\n'
+        f'exec {rune_program} "$@"\n'
+    )
+    slow.chmod(0o755)
+    options = tmp_path / "rune.toml"
+    options.write_text(f'BinaryName = "{slow}"\n')
+    command = ["ctr", "--address", str(shim_containerd.socket), "--namespace"]
+    command += [shim_containerd.namespace, "run", "-d", "--runtime", RUNTIME]
+    command += ["--runtime-config-path", str(options), image_archive[1], "interrupted"]
+    command += ["sleep", "300"]
+    client = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while not shim_pids(shim_containerd):
+        assert time.monotonic() < deadline, "the shim never started"
+        time.sleep(0.05)
+    shim_containerd.process.kill()
+    shim_containerd.process.wait(timeout=20)
+    client.communicate(timeout=30)
+    assert client.returncode != 0  # its containerd went away
+    time.sleep(2.5)  # a `rune create` under way ends meanwhile
+    restart_containerd(shim_containerd)
+    shim_containerd.remove_everything()
+    assert "interrupted" not in shim_containerd.ctr("containers", "ls", "-q").stdout.split()
+    deadline = time.monotonic() + IDLE_EXIT + 15
+    while shim_pids(shim_containerd) or bundle_of(shim_containerd, "interrupted").exists():
+        assert time.monotonic() < deadline, "the shim or its bundle outlived the container"
+        time.sleep(0.2)
+    assert_nothing_left(shim_containerd, "interrupted")

@@ -16,7 +16,14 @@ import time
 
 from inclavare.errors import InclavareError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from inclavare.shim.service import TaskService
+
 SOCKET_DIRECTORY = "/run/containerd/s"
+IDLE_EXIT = 10.0
 _PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -135,6 +142,7 @@ def serve(
     debug: bool,
 ) -> int:
     import signal
+    import threading
 
     from inclavare.linux import syscalls
     from inclavare.shim.events import Publisher
@@ -159,6 +167,7 @@ def serve(
 
     service = TaskService(namespace, reaper, publisher, log, shutdown, debug)
     server = Server(service.handlers(), log)
+    threading.Thread(target=_exit_when_idle, args=(service, shutdown, log), daemon=True).start()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, shutdown)
     path = listener.getsockname()
@@ -173,3 +182,18 @@ def serve(
         publisher.close()
         log("shim exits")
     return 0
+
+
+def _exit_when_idle(service: TaskService, shutdown: Callable[[], None], log: _Log) -> None:
+    """A shim with no container for IDLE_EXIT seconds exits: containerd died between
+    `start` and Create, or forgot the shim while it was away. (A shim whose last container
+    is deleted exits at containerd's Shutdown, without waiting.)"""
+    idle_since = time.monotonic()
+    while True:
+        time.sleep(1.0)
+        if service.busy():
+            idle_since = time.monotonic()
+        elif time.monotonic() - idle_since > IDLE_EXIT:
+            log(f"no container for {IDLE_EXIT} seconds: exiting")
+            shutdown()
+            return

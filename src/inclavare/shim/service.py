@@ -169,6 +169,11 @@ class TaskService:
         reaper.on_exit = self._reaped
         self.oom = OomWatcher(self._oom, log)
 
+    def busy(self) -> bool:
+        """Whether a container lives here or is being created."""
+        with self.lock:
+            return bool(self.containers or self._creating)
+
     def handlers(self) -> dict[str, dict[str, Handler]]:
         methods: dict[str, Callable[[Any], Any]] = {
             "Create": self.create,
