@@ -196,13 +196,11 @@ def test_exec_ps_pause_resume_metrics_kill_delete(
     assert_nothing_left(shim_containerd, "long")
 
 
-def test_a_terminal(shim_containerd: Containerd, image_archive: tuple[Path, str]) -> None:
-    """ctr -t needs a terminal of its own: a pty whose master side the test reads."""
+def _ctr_on_a_terminal(containerd: Containerd, *args: str) -> tuple[int, bytes]:
+    """ctr -t needs a terminal of its own: a pty whose master side is read to the end."""
     master, slave = pty.openpty()
-    command = ["ctr", "--address", str(shim_containerd.socket), "--namespace"]
-    command += [shim_containerd.namespace, "run", "--rm", "-t", "--runtime", RUNTIME]
-    command += [image_archive[1], "tty", "sh", "-c", "tty; stty size; exit 5"]
-    process = subprocess.Popen(command, stdin=slave, stdout=slave, stderr=slave)
+    command = ["ctr", "--address", str(containerd.socket), "--namespace", containerd.namespace]
+    process = subprocess.Popen([*command, *args], stdin=slave, stdout=slave, stderr=slave)
     os.close(slave)
     output = b""
     try:
@@ -217,9 +215,45 @@ def test_a_terminal(shim_containerd: Containerd, image_archive: tuple[Path, str]
     finally:
         os.close(master)
         code = process.wait(timeout=60)
+    return code, output
+
+
+def test_terminals(shim_containerd: Containerd, image_archive: tuple[Path, str]) -> None:
+    image = image_archive[1]
+    code, output = _ctr_on_a_terminal(
+        shim_containerd,
+        "run",
+        "--rm",
+        "-t",
+        "--runtime",
+        RUNTIME,
+        image,
+        "tty",
+        "sh",
+        "-c",
+        "tty; exit 5",
+    )
     assert code == 5, output
     assert b"/dev/pts/0" in output
     assert_nothing_left(shim_containerd, "tty")
+    shim_containerd.ctr("run", "-d", "--runtime", RUNTIME, image, "plain", "sleep", "300")
+    wait_for_status(shim_containerd, "plain", "RUNNING")
+    code, output = _ctr_on_a_terminal(
+        shim_containerd,
+        "tasks",
+        "exec",
+        "-t",
+        "--exec-id",
+        "term",
+        "plain",
+        "sh",
+        "-c",
+        "tty; exit 6",
+    )
+    assert code == 6, output
+    assert b"/dev/pts/" in output
+    remove(shim_containerd, "plain")
+    assert_nothing_left(shim_containerd, "plain")
 
 
 def test_the_shim_survives_a_containerd_restart(
