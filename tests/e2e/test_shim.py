@@ -307,9 +307,13 @@ def test_malformed_ttrpc_frames_do_not_hurt_the_shim(
     assert isinstance(frame, ttrpc.Frame)
     assert ttrpc.decode_response(frame.payload).status.code == ttrpc.INVALID_ARGUMENT
     # a Task message that is not protobuf, and a method the shim does not have
+    from inclavare.shim import messages
+
+    escape = messages.ExecProcessRequest(id="target", exec_id="../../escape")
     for method, payload, code in (
         ("State", b"\xff\xff", ttrpc.INVALID_ARGUMENT),
         ("Checkpoint", b"", ttrpc.UNIMPLEMENTED),
+        ("Exec", escape.SerializeToString(), ttrpc.INVALID_ARGUMENT),
     ):
         request = ttrpc.encode_request(ttrpc.Request("containerd.task.v2.Task", method, payload))
         answer = _frames_answer(path, ttrpc.encode_frame(1, ttrpc.TYPE_REQUEST, request))

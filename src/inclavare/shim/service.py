@@ -40,7 +40,22 @@ RUNTIME_OPTIONS = "runtimeoptions.v1.Options"
 PROCESS_DETAILS = "containerd.runc.v1.ProcessDetails"
 METRICS = "io.containerd.cgroups.v1.Metrics"
 SERVICE = "containerd.task.v2.Task"
-SANDBOX_ID_ANNOTATION = "io.kubernetes.cri.sandbox-id"
+
+
+def valid_identifier(name: str) -> bool:
+    """containerd's rule for ids: letters and digits, separated by single `.`, `_` or `-`,
+    at most 76 characters. Exec ids become file names in the bundle."""
+    if not name or len(name) > 76 or not name[0].isalnum() or not name[-1].isalnum():
+        return False
+    previous_separator = False
+    for character in name:
+        if character.isascii() and character.isalnum():
+            previous_separator = False
+        elif character in "._-" and not previous_separator:
+            previous_separator = True
+        else:
+            return False
+    return True
 
 
 def _stamp(when: float | None) -> messages.Timestamp:
@@ -200,7 +215,6 @@ class TaskService:
             "Kill": "KillRequest",
             "CloseIO": "CloseIORequest",
             "Update": "UpdateTaskRequest",
-            "Checkpoint": "CheckpointTaskRequest",
         }
         return {
             SERVICE: {
@@ -299,8 +313,8 @@ class TaskService:
 
     def create(self, request: Any) -> Any:
         container_id = str(request.id)
-        if not container_id:
-            raise RpcError(ttrpc.INVALID_ARGUMENT, "a container id is required")
+        if not valid_identifier(container_id):
+            raise RpcError(ttrpc.INVALID_ARGUMENT, f"invalid container id {container_id!r}")
         if request.checkpoint:
             raise RpcError(ttrpc.UNIMPLEMENTED, "restore from a checkpoint is not supported")
         with self.lock:
@@ -447,8 +461,8 @@ class TaskService:
     def exec(self, request: Any) -> None:
         container = self._container(request.id)
         exec_id = str(request.exec_id)
-        if not exec_id:
-            raise RpcError(ttrpc.INVALID_ARGUMENT, "an exec id is required")
+        if not valid_identifier(exec_id):
+            raise RpcError(ttrpc.INVALID_ARGUMENT, f"invalid exec id {exec_id!r}")
         if exec_id in container.execs:
             raise RpcError(ttrpc.ALREADY_EXISTS, f"id {exec_id}: already exists")
         if container.init.status == STOPPED:

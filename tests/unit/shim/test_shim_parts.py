@@ -207,3 +207,25 @@ def test_events_through_the_publish_binary(tmp_path: Path) -> None:
     assert args == expected.split()
     packed = any_pb2.Any.FromString(received.read_bytes())
     assert packed.type_url == "containerd.events.TaskOOM" and packed.value == b"\n\x01c"
+
+
+@pytest.mark.parametrize(
+    ("name", "valid"),
+    [
+        ("abc", True),
+        ("a.b_c-1", True),
+        ("A" * 76, True),
+        ("A" * 77, False),
+        ("", False),
+        ("../x", False),
+        ("a/b", False),
+        ("a..b", False),
+        ("-a", False),
+        ("a-", False),
+        ("é", False),
+    ],
+)
+def test_identifiers_follow_containerds_rule(name: str, valid: bool) -> None:
+    from inclavare.shim.service import valid_identifier
+
+    assert valid_identifier(name) is valid
