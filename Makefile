@@ -16,7 +16,8 @@ SKELETON_SOURCES := $(SKELETON)/skeleton.c $(SKELETON)/skeleton.h $(SKELETON)/re
 PAL_CFLAGS := -O2 -Wall -Wextra -Werror -shared -fPIC -fvisibility=hidden -pthread
 # The project's .proto files; `build` generates <name>_pb2.py(i) beside each (gitignored) with
 # the protoc of grpcio-tools in the venv. Add a component's protos here.
-PROTO_FILES := src/inclavare/k8s/proto/deviceplugin.proto
+PROTO_FILES := src/inclavare/k8s/proto/deviceplugin.proto \
+	$(wildcard src/inclavare/shim/proto/*.proto)
 PROTO_MODULES := $(PROTO_FILES:.proto=_pb2.py)
 PROTO_PYTHON ?= $(VENV)/bin/python
 
@@ -96,6 +97,7 @@ bench: install
 	$(VENV)/bin/python bench/tls.py
 	$(VENV)/bin/python bench/image_measure.py
 	$(VENV)/bin/python bench/inclavared.py
+	$(VENV)/bin/python bench/shim.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache $(SYSCALLS_EXT) \

@@ -27,6 +27,9 @@ def main() -> int:
             "gen-protos: grpcio-tools is not installed (pip install -e '.[dev]')", file=sys.stderr
         )
         return 1
+    # google/protobuf/*.proto (Timestamp, Any, ...), which `python -m grpc_tools.protoc` adds
+    # itself and protoc.main does not
+    well_known = Path(protoc.__file__).resolve().parent / "_proto"
     for proto in args.protos:
         path = Path(proto).resolve()
         try:
@@ -38,6 +41,7 @@ def main() -> int:
             [
                 "protoc",
                 f"-I{SOURCE_ROOT}",
+                f"-I{well_known}",
                 f"--python_out={SOURCE_ROOT}",
                 f"--pyi_out={SOURCE_ROOT}",
                 str(relative),

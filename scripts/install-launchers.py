@@ -26,6 +26,7 @@ PROGRAMS = {
     "inclavare-enclave-service": ("inclavare.cli.enclave_service", False),
     "inclavare-device-plugin": ("inclavare.cli.inclavare_device_plugin", False),
     "inclavare-node-installer": ("inclavare.cli.inclavare_node_installer", False),
+    "containerd-shim-rune-v2": ("inclavare.cli.containerd_shim_rune_v2", True),
 }
 
 

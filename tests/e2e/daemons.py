@@ -63,6 +63,7 @@ class Containerd:
         self.process = process
         self.socket = directory / "containerd.sock"
         self.namespace = "rune-e2e"
+        self.environment: dict[str, str] = dict(os.environ)
 
     def stop(self) -> None:
         stop_daemon(self.process, self.directory)
@@ -89,8 +90,16 @@ class Containerd:
         return result
 
 
-def start_containerd(directory: Path) -> Containerd:
-    """A containerd with its own root, state and socket under directory (no CRI plugin)."""
+def start_containerd(
+    directory: Path,
+    extra_config: str = "",
+    path: list[str] | None = None,
+    variables: dict[str, str] | None = None,
+) -> Containerd:
+    """A containerd with its own root, state and socket under directory (no CRI plugin).
+    extra_config is appended to its config.toml; path, put in front of PATH, is where it
+    finds shims (containerd-shim-<name>-v2) and they find their runtimes; variables are
+    added to its environment (which its shims and runtimes inherit)."""
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "config.toml"
     config.write_text(
@@ -99,17 +108,36 @@ def start_containerd(directory: Path) -> Containerd:
         f'state = "{directory}/state"\n'
         'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
         "[grpc]\n"
-        f'  address = "{directory}/containerd.sock"\n'
+        f'  address = "{directory}/containerd.sock"\n' + extra_config
     )
-    log = directory / "containerd.log"
-    with open(log, "wb") as sink:
-        process = subprocess.Popen(
-            ["containerd", "--config", str(config)], stdout=sink, stderr=sink
-        )
-    daemon = Containerd(directory, process)
+    environment = dict(os.environ, **(variables or {}))
+    if path:
+        environment["PATH"] = os.pathsep.join([*path, environment.get("PATH", "")])
+    daemon = Containerd(directory, _spawn_containerd(directory, environment))
+    daemon.environment = environment
     try:
-        wait_for_socket(daemon.socket, process, log)
+        wait_for_socket(daemon.socket, daemon.process, directory / "containerd.log")
     except BaseException:
         daemon.stop()
         raise
     return daemon
+
+
+def _spawn_containerd(directory: Path, environment: dict[str, str]) -> subprocess.Popen[bytes]:
+    with open(directory / "containerd.log", "ab") as sink:
+        return subprocess.Popen(
+            ["containerd", "--config", str(directory / "config.toml")],
+            stdout=sink,
+            stderr=sink,
+            env=environment,
+        )
+
+
+def restart_containerd(daemon: Containerd) -> None:
+    """Stop containerd alone (SIGTERM, by pid; its shims keep running) and start it again
+    with the same configuration."""
+    daemon.process.send_signal(signal.SIGTERM)
+    daemon.process.wait(timeout=20)
+    daemon.socket.unlink(missing_ok=True)
+    daemon.process = _spawn_containerd(daemon.directory, daemon.environment)
+    wait_for_socket(daemon.socket, daemon.process, daemon.directory / "containerd.log")

@@ -50,7 +50,12 @@ class SyncChannel:
 
     def receive(self, expected: str | None = None) -> dict[str, Any]:
         """The next message; ContainerSetupError if the peer reported an error or went away."""
-        raw = os.read(self.fd, _MAX_MESSAGE)
+        try:
+            raw = os.read(self.fd, _MAX_MESSAGE)
+        except ConnectionResetError:
+            # The peer closed with a message of ours unread. Linux reports that once, before
+            # delivering what the peer sent: its error report is still queued.
+            raw = os.read(self.fd, _MAX_MESSAGE)
         if not raw:
             raise ContainerSetupError("container init exited without reporting why")
         message: dict[str, Any] = lightjson.loads(raw)

@@ -1,0 +1,1 @@
+"""containerd's protobuf messages, generated from the .proto files here by `make protos`."""
