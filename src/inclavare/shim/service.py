@@ -58,6 +58,14 @@ def valid_identifier(name: str) -> bool:
     return True
 
 
+def _ended(message: str) -> bool:
+    """Whether rune's kill failed because the container's process has already ended."""
+    return any(
+        reason in message
+        for reason in ("container not running", "not running", "no such process", "not found")
+    )
+
+
 def _stamp(when: float | None) -> messages.Timestamp:
     """A Timestamp of when (seconds since the epoch), or an unset one."""
     return messages.Timestamp() if when is None else messages.Timestamp.at(int(when * 1e9))
@@ -575,9 +583,16 @@ class TaskService:
     def kill(self, request: Any) -> None:
         process = self._process(request.id, request.exec_id)
         if not process.exec_id:
-            if process.status == STOPPED and not request.all:
+            # As containerd's runc shim: killing what has already ended is NOT_FOUND, which
+            # the CRI plugin takes as done (anything else makes it retry the stop forever).
+            if process.status == STOPPED:
                 raise RpcError(ttrpc.NOT_FOUND, "process already finished")
-            process.container.runtime.kill(process.container.id, request.signal, request.all)
+            try:
+                process.container.runtime.kill(process.container.id, request.signal, request.all)
+            except RpcError as error:
+                if process.status == STOPPED or _ended(str(error)):
+                    raise RpcError(ttrpc.NOT_FOUND, "process already finished") from None
+                raise
             return
         if process.status != RUNNING or not process.pid:
             raise RpcError(ttrpc.NOT_FOUND, "process already finished")
