@@ -14,12 +14,12 @@ SKELETON_PALS := $(SKELETON)/liberpal-skeleton-v1.so $(SKELETON)/liberpal-skelet
 	$(SKELETON)/liberpal-skeleton-v3.so
 SKELETON_SOURCES := $(SKELETON)/skeleton.c $(SKELETON)/skeleton.h $(SKELETON)/report.c
 PAL_CFLAGS := -O2 -Wall -Wextra -Werror -shared -fPIC -fvisibility=hidden -pthread
-# The shim's protobuf messages, generated from the .proto files by grpcio-tools (a dev
-# dependency of the venv); the generated modules are not kept in git.
-PROTO_DIR := src/inclavare/shim/proto
-PROTOS := $(wildcard $(PROTO_DIR)/*.proto)
-PROTO_MODULES := $(PROTOS:.proto=_pb2.py)
-PROTOC_PYTHON ?= $(VENV)/bin/python
+# The project's .proto files; `build` generates <name>_pb2.py(i) beside each (gitignored) with
+# the protoc of grpcio-tools in the venv. Add a component's protos here.
+PROTO_FILES := src/inclavare/k8s/proto/deviceplugin.proto \
+	$(wildcard src/inclavare/shim/proto/*.proto)
+PROTO_MODULES := $(PROTO_FILES:.proto=_pb2.py)
+PROTO_PYTHON ?= $(VENV)/bin/python
 
 .PHONY: all install apt venv build pal protos programs lint test test-unit test-integration test-e2e demo bench clean
 
@@ -28,13 +28,13 @@ all: install
 install: apt venv build programs
 
 # The C extension with the system calls Python's os module lacks (see linux/syscalls.py),
-# the sample enclave runtime of the PAL ABI, and the shim's protobuf modules.
+# the sample enclave runtime of the PAL ABI, and the Python modules of the .proto files.
 build: $(SYSCALLS_EXT) pal protos
 
 protos: $(PROTO_MODULES)
 
-$(PROTO_DIR)/%_pb2.py: $(PROTO_DIR)/%.proto
-	$(PROTOC_PYTHON) -m grpc_tools.protoc -I src --python_out=src $<
+$(PROTO_MODULES): %_pb2.py: %.proto scripts/gen-protos.py
+	$(PROTO_PYTHON) scripts/gen-protos.py $<
 
 $(SYSCALLS_EXT): src/inclavare/linux/_syscalls.c
 	gcc -O2 -Wall -Wextra -Wno-unused-parameter -Werror -shared -fPIC \
@@ -96,7 +96,9 @@ bench: install
 	$(VENV)/bin/python bench/verify.py
 	$(VENV)/bin/python bench/tls.py
 	$(VENV)/bin/python bench/shim.py
+	$(VENV)/bin/python bench/image_measure.py
+	$(VENV)/bin/python bench/inclavared.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache $(SYSCALLS_EXT) \
-		$(SKELETON_PALS) $(PROTO_MODULES)
+		$(SKELETON_PALS) $(PROTO_MODULES) $(PROTO_MODULES:.py=.pyi)

@@ -23,6 +23,10 @@ PROGRAMS = {
     "enclave-tls-server": ("inclavare.cli.enclave_tls_server", False),
     "enclave-tls-client": ("inclavare.cli.enclave_tls_client", False),
     "containerd-shim-rune-v2": ("inclavare.cli.containerd_shim_rune_v2", True),
+    "inclavared": ("inclavare.cli.inclavared", False),
+    "inclavare-enclave-service": ("inclavare.cli.enclave_service", False),
+    "inclavare-device-plugin": ("inclavare.cli.inclavare_device_plugin", False),
+    "inclavare-node-installer": ("inclavare.cli.inclavare_node_installer", False),
 }
 
 

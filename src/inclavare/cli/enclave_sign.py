@@ -5,6 +5,13 @@
     enclave-sign sign BUNDLE --key KEY [--runtime ID] [--trusted PATH]...
                       [--isvprodid N] [--isvsvn N] [--debug] [--output FILE]
     enclave-sign verify BUNDLE [--signature FILE] [--runtime ID] [--json]
+    enclave-sign convert BUNDLE --key KEY [--runtime RUNTIME] [--trusted PATH]... [...]
+    enclave-sign convert-image SRC[:TAG] DST[:TAG] --key KEY [--runtime RUNTIME] [...]
+
+`convert` and `convert-image` turn an ordinary bundle (in place) or OCI image layout (into a
+new image) into a signed sim enclave: they measure and sign for RUNTIME (builtin:native by
+default, or builtin:wasm), write the signature file and set ENCLAVE_TYPE=sim and
+ENCLAVE_RUNTIME_PATH in the process environment (the image config's Env).
 
 The trusted files are the container's entrypoint (process.args[0], searched in its PATH)
 and every --trusted path inside the root file system (a directory stands for every file
@@ -28,6 +35,7 @@ from typing import TYPE_CHECKING
 from inclavare.errors import InclavareError
 
 if TYPE_CHECKING:
+    from inclavare.enclave.convert import Conversion
     from inclavare.tee.sim.measurement import Manifest, RuntimeIdentity
     from inclavare.tee.sim.sigstruct import EnclaveSignature
 
@@ -86,7 +94,47 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--runtime", metavar="ID", help=RUNTIME_HELP)
     verify.add_argument("--json", action="store_true", help="print one JSON object")
     verify.set_defaults(run=run_verify)
+
+    convert = commands.add_parser(
+        "convert", help="make an OCI bundle a signed sim enclave container, in place"
+    )
+    convert.add_argument("bundle", metavar="BUNDLE", help="OCI bundle directory")
+    _conversion_arguments(convert)
+    convert.set_defaults(run=run_convert)
+
+    convert_image = commands.add_parser(
+        "convert-image", help="convert an OCI image (layout directory) into a sim enclave image"
+    )
+    convert_image.add_argument("source", metavar="SRC[:TAG]", help="OCI image layout and tag")
+    convert_image.add_argument(
+        "destination",
+        metavar="DST[:TAG]",
+        help="OCI image layout to write (created if absent; may be SRC) and tag (default SRC's)",
+    )
+    _conversion_arguments(convert_image)
+    convert_image.set_defaults(run=run_convert_image)
     return parser
+
+
+def _conversion_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--key", metavar="KEY", required=True, help="RSA-3072/e=3 private key")
+    command.add_argument(
+        "--runtime",
+        metavar="RUNTIME",
+        default="builtin:native",
+        help="enclave runtime (ENCLAVE_RUNTIME_PATH): builtin:native (default) or builtin:wasm",
+    )
+    command.add_argument(
+        "--trusted",
+        metavar="PATH",
+        action="append",
+        default=[],
+        help="another trusted file or directory, as a path inside the container",
+    )
+    command.add_argument("--isvprodid", metavar="N", type=int, default=0, help="product id (0)")
+    command.add_argument("--isvsvn", metavar="N", type=int, default=0, help="security version (0)")
+    command.add_argument("--debug", action="store_true", help="sign a debug enclave")
+    command.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 RUNTIME_HELP = (
@@ -195,6 +243,55 @@ def run_verify(args: argparse.Namespace) -> int:
         code = EXIT_NOT_VERIFIED
     print(json.dumps(document, indent=2) if args.json else outcome)
     return code
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from inclavare.enclave.convert import convert_bundle
+
+    conversion = convert_bundle(
+        args.bundle,
+        args.runtime,
+        args.trusted,
+        key_pem=_read(args.key, "the key"),
+        isv_prod_id=args.isvprodid,
+        isv_svn=args.isvsvn,
+        debug=args.debug,
+    )
+    _print_conversion(conversion, args.json, f"converted bundle {args.bundle}")
+    return EXIT_OK
+
+
+def run_convert_image(args: argparse.Namespace) -> int:
+    from inclavare.enclave.convert import convert_image
+    from inclavare.oci.image import parse_reference
+
+    source, source_tag = parse_reference(args.source)
+    destination, destination_tag = parse_reference(args.destination)
+    conversion = convert_image(
+        source,
+        source_tag,
+        destination,
+        destination_tag,
+        args.runtime,
+        args.trusted,
+        key_pem=_read(args.key, "the key"),
+        isv_prod_id=args.isvprodid,
+        isv_svn=args.isvsvn,
+        debug=args.debug,
+    )
+    tag = destination_tag or source_tag or "latest"
+    assert conversion.image is not None
+    _print_conversion(
+        conversion, args.json, f"wrote {destination}:{tag} (manifest {conversion.image.digest})"
+    )
+    return EXIT_OK
+
+
+def _print_conversion(conversion: Conversion, as_json: bool, done: str) -> None:
+    if as_json:
+        print(json.dumps(conversion.to_json(), indent=2))
+    else:
+        print(f"{conversion.describe()}\n{done}")
 
 
 # --- the bundle -------------------------------------------------------------------------------

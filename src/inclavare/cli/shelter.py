@@ -1,8 +1,13 @@
 """`shelter`: the off-cloud verifier.
 
+    shelter mrverify --bundle DIR | --image OCI-LAYOUT[:TAG] [--runtime RUNTIME] [--key PUB]
+                     [--trusted PATH]... [--policy-out FILE [--allow-sim]] [--json]
+                     (exit 1: the image disagrees with its signature)
     shelter verify EVIDENCE [--json] [--pck-chain FILE] [--vcek FILE] [--ca-chain FILE]
                             [--roots FILE] [--at RFC3339] [--collateral DIR] [--policy FILE]
                             [--allow-sim]
+    shelter remoteattestation --addr ADDR [--policy FILE] [--nonce HEX] ...
+                            (cli/shelter_remote.py)
 
 Exit codes: 0 the evidence verified (and satisfies the policy), 1 it did not, 2 usage error or
 unreadable input. Errors are reported as one line on standard error.
@@ -42,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Verify TEE evidence and attest confidential containers.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_mrverify(commands)
     verify = commands.add_parser(
         "verify",
         help="verify an evidence file offline",
@@ -96,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     verify.set_defaults(run=run_verify)
+    from inclavare.cli import shelter_remote
+
+    shelter_remote.add_parser(commands)
     return parser
 
 
@@ -205,6 +214,97 @@ def _collateral(directory: str) -> Collateral:
     if not files:
         raise UsageError(f"collateral directory {directory} is empty")
     return parse_collateral(files)
+
+
+# --- mrverify -----------------------------------------------------------------------------------
+
+
+def _add_mrverify(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    mrverify = commands.add_parser(
+        "mrverify",
+        help="compute the reference values of a sim enclave image or bundle",
+        description=(
+            "Compute the MRENCLAVE (and MRSIGNER, ISVPRODID, ISVSVN, DEBUG) a genuine launch "
+            "of an enclave image or bundle reports, from its files alone, and check a signed "
+            "image against its signature. For the simulated TEE (sim), which gives no "
+            "protection against the host's root."
+        ),
+    )
+    source = mrverify.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bundle", metavar="DIR", help="OCI bundle directory")
+    source.add_argument("--image", metavar="OCI-LAYOUT[:TAG]", help="OCI image layout and tag")
+    mrverify.add_argument(
+        "--runtime",
+        choices=["builtin:native", "builtin:wasm"],
+        help="enclave runtime (default: the image's ENCLAVE_RUNTIME_PATH, else builtin:native)",
+    )
+    mrverify.add_argument(
+        "--key",
+        metavar="PUB",
+        help="the signer's RSA-3072/e=3 key: PEM public key, certificate or private key",
+    )
+    mrverify.add_argument(
+        "--trusted",
+        metavar="PATH",
+        action="append",
+        default=[],
+        help="another trusted file or directory (of a signed image: it must be among the signed)",
+    )
+    mrverify.add_argument(
+        "--policy-out", metavar="FILE", help="write an attestation policy (TOML, or JSON if .json)"
+    )
+    mrverify.add_argument(
+        "--allow-sim",
+        action="store_true",
+        help="make the policy accept simulated evidence (allow_simulated = true)",
+    )
+    mrverify.add_argument("--json", action="store_true", help="print one JSON object")
+    mrverify.set_defaults(run=run_mrverify)
+
+
+def run_mrverify(args: argparse.Namespace) -> int:
+    from inclavare.eaa import mrverify
+
+    key = None
+    if args.key is not None:
+        key = mrverify.signer_public_key(_read(args.key, "--key"), args.key)
+    try:
+        if args.image is not None:
+            from inclavare.oci.image import parse_reference
+
+            layout, tag = parse_reference(args.image)
+            values = mrverify.of_image(layout, tag, args.runtime, args.trusted, key)
+        else:
+            values = mrverify.of_bundle(args.bundle, args.runtime, args.trusted, key)
+    except mrverify.ImageSignatureMalformed as error:
+        print(f"shelter mrverify: {error}", file=sys.stderr)
+        return EXIT_NOT_VERIFIED
+    policy_line = "policy       none written (give --policy-out FILE)"
+    if args.policy_out is not None and not values.consistent:
+        policy_line = "policy       not written: the image disagrees with its signature"
+    elif args.policy_out is not None:
+        data = mrverify.render_policy(values, args.allow_sim, args.policy_out.endswith(".json"))
+        try:
+            Path(args.policy_out).write_bytes(data)
+        except OSError as error:
+            raise UsageError(f"cannot write {args.policy_out}: {error.strerror}") from None
+        policy_line = f"policy       wrote {args.policy_out}, allow_simulated = " + (
+            "true (--allow-sim)"
+            if args.allow_sim
+            else "false (sim evidence is refused; give --allow-sim to accept it)"
+        )
+    if args.json:
+        import json
+
+        document = values.to_json()
+        written = args.policy_out is not None and values.consistent
+        document["policy"] = (
+            {"path": args.policy_out, "allow_simulated": args.allow_sim} if written else None
+        )
+        print(json.dumps(document, indent=2))
+    else:
+        print(f"{values.summary()}\n{policy_line}")
+    return EXIT_VERIFIED if values.consistent else EXIT_NOT_VERIFIED
 
 
 if __name__ == "__main__":

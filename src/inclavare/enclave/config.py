@@ -13,6 +13,14 @@ payload sees:
     ENCLAVE_RUNTIME_ARGS        enclave.runtime.args        comma-separated arguments
     ENCLAVE_RUNTIME_LOGLEVEL    enclave.runtime.loglevel    trace | debug | info (default) |
                                                             warning | error | fatal | panic
+    ENCLAVE_EPC_LIMIT_MIB       enclave.epc.limit.mib       the enclave memory budget in MiB
+                                                            (what the Kubernetes device plugin
+                                                            allocated); rune limits the
+                                                            container's memory cgroup to it
+
+INCLAVARE_EPC_LIMIT_MIB in the environment is accepted for the budget too (after
+ENCLAVE_EPC_LIMIT_MIB, before the annotation) and, not being an ENCLAVE_* entry, stays
+visible to the payload.
 
 An empty value counts as absent. `sim` (the software TEE) is always available; `intelSgx`
 needs an SGX device on the host and a PAL. Without an enclave type, nothing changes: the
@@ -40,7 +48,11 @@ SOURCES = {
     "runtime_path": ("ENCLAVE_RUNTIME_PATH", "enclave.runtime.path"),
     "runtime_args": ("ENCLAVE_RUNTIME_ARGS", "enclave.runtime.args"),
     "log_level": ("ENCLAVE_RUNTIME_LOGLEVEL", "enclave.runtime.loglevel"),
+    "epc_limit_mib": ("ENCLAVE_EPC_LIMIT_MIB", "enclave.epc.limit.mib"),
 }
+EPC_LIMIT_ALIAS = "INCLAVARE_EPC_LIMIT_MIB"
+# 2**40 MiB: an exbibyte, far above any EPC, and still exact in the cgroup's byte counts.
+MAX_EPC_LIMIT_MIB = 1 << 40
 
 TYPE_SIM = "sim"
 TYPE_INTEL_SGX = "intelSgx"
@@ -65,7 +77,14 @@ class EnclaveConfigError(InclavareError):
 class EnclaveConfig:
     """The enclave settings of a container."""
 
-    __slots__ = ("log_level", "runtime_args", "runtime_path", "sgx_devices", "type")
+    __slots__ = (
+        "epc_limit_mib",
+        "log_level",
+        "runtime_args",
+        "runtime_path",
+        "sgx_devices",
+        "type",
+    )
 
     def __init__(
         self,
@@ -74,6 +93,7 @@ class EnclaveConfig:
         runtime_args: tuple[str, ...] = (),
         log_level: str = DEFAULT_LOG_LEVEL,
         sgx_devices: tuple[str, ...] = (),
+        epc_limit_mib: int | None = None,
     ) -> None:
         self.type = type
         self.runtime_path = runtime_path
@@ -81,6 +101,8 @@ class EnclaveConfig:
         self.log_level = log_level
         # intelSgx: the SGX device nodes present on the host, to add to the container.
         self.sgx_devices = sgx_devices
+        # The enclave memory budget in MiB; None: no budget beyond the spec's memory limit.
+        self.epc_limit_mib = epc_limit_mib
 
     @property
     def builtin(self) -> bool:
@@ -93,7 +115,14 @@ class EnclaveConfig:
         return ",".join(self.runtime_args)
 
     def _fields(self) -> tuple[object, ...]:
-        return (self.type, self.runtime_path, self.runtime_args, self.log_level, self.sgx_devices)
+        return (
+            self.type,
+            self.runtime_path,
+            self.runtime_args,
+            self.log_level,
+            self.sgx_devices,
+            self.epc_limit_mib,
+        )
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, EnclaveConfig) and self._fields() == other._fields()
@@ -105,7 +134,7 @@ class EnclaveConfig:
         return (
             f"EnclaveConfig(type={self.type!r}, runtime_path={self.runtime_path!r}, "
             f"runtime_args={self.runtime_args!r}, log_level={self.log_level!r}, "
-            f"sgx_devices={self.sgx_devices!r})"
+            f"sgx_devices={self.sgx_devices!r}, epc_limit_mib={self.epc_limit_mib!r})"
         )
 
 
@@ -133,9 +162,12 @@ def resolve_enclave(
     annotations = _annotations(config)
     from_env = _env_settings(env)
     values: dict[str, tuple[str, str]] = {}  # setting -> (value, where it came from)
+    alias = _alias(env)
     for setting, (variable, annotation) in SOURCES.items():
         if from_env.get(variable):
             values[setting] = (from_env[variable], variable)
+        elif setting == "epc_limit_mib" and alias:
+            values[setting] = (alias, EPC_LIMIT_ALIAS)
         elif annotations.get(annotation):
             values[setting] = (annotations[annotation], f"annotation {annotation}")
 
@@ -166,8 +198,11 @@ def resolve_enclave(
                 "and this host has none; ENCLAVE_TYPE=sim runs the software TEE instead"
             )
         sgx_devices = tuple(device for device in SGX_DEVICES if path_exists(device))
+    epc_limit_mib = _epc_limit(values.get("epc_limit_mib"))
     payload_env = [entry for entry in env if not _name(entry).startswith(ENV_PREFIX)]
-    enclave = EnclaveConfig(enclave_type, runtime_path, runtime_args, log_level, sgx_devices)
+    enclave = EnclaveConfig(
+        enclave_type, runtime_path, runtime_args, log_level, sgx_devices, epc_limit_mib
+    )
     return Resolution(enclave, payload_env, warnings)
 
 
@@ -208,6 +243,28 @@ def _env_settings(env: list[str]) -> dict[str, str]:
         if separator and name.startswith(ENV_PREFIX):
             settings[name] = value
     return settings
+
+
+def _alias(env: list[str]) -> str:
+    """The last non-empty INCLAVARE_EPC_LIMIT_MIB of the environment."""
+    found = ""
+    for entry in env:
+        name, separator, value = entry.partition("=")
+        if separator and name == EPC_LIMIT_ALIAS:
+            found = value
+    return found
+
+
+def _epc_limit(given: tuple[str, str] | None) -> int | None:
+    if given is None:
+        return None
+    value, source = given
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_EPC_LIMIT_MIB:
+        raise EnclaveConfigError(
+            f"invalid enclave EPC limit {value[:40]!r} ({source}): a whole number of MiB "
+            f"between 1 and {MAX_EPC_LIMIT_MIB}"
+        )
+    return int(value)
 
 
 def _enclave_type(value: str, source: str) -> str:

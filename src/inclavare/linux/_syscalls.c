@@ -10,6 +10,7 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <malloc.h>
 #include <linux/capability.h>
 #include <sched.h>
 #include <signal.h>
@@ -203,6 +204,12 @@ static PyObject *py_reset_signals(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* Give the C heap's free memory at its top and in its free lists back to the kernel. */
+static PyObject *py_malloc_trim(PyObject *self, PyObject *args)
+{
+    return PyBool_FromLong(malloc_trim(0));
+}
+
 static PyMethodDef methods[] = {
     {"mount", py_mount, METH_VARARGS, "mount(source, target, fstype, flags, data)"},
     {"umount2", py_umount2, METH_VARARGS, "umount2(target, flags)"},
@@ -213,6 +220,7 @@ static PyMethodDef methods[] = {
     {"setdomainname", py_setdomainname, METH_VARARGS, "setdomainname(name)"},
     {"prctl", py_prctl, METH_VARARGS, "prctl(option, arg2=0, arg3=0) -> int"},
     {"capset", py_capset, METH_VARARGS, "capset(effective, permitted, inheritable)"},
+    {"malloc_trim", py_malloc_trim, METH_NOARGS, "malloc_trim() -> bool"},
     {"reset_signals", py_reset_signals, METH_NOARGS,
      "reset_signals(): every signal to its default disposition, none blocked"},
     {"join_session_keyring", py_join_session_keyring, METH_VARARGS,

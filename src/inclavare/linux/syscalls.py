@@ -106,3 +106,9 @@ def reset_signals() -> None:
         _syscalls.reset_signals()
     except OSError as error:
         raise _failed(error, "reset signal dispositions") from None
+
+
+def release_free_memory() -> bool:
+    """Return the C heap's free memory to the kernel (glibc keeps it for reuse otherwise, so
+    a daemon's resident size stays at its peak after a burst). True if any was released."""
+    return _syscalls.malloc_trim()

@@ -171,6 +171,10 @@ def create_container(
     warn_unsupported(spec)
     state_dir = os.path.join(root, container_id)
     enclave = _plan_enclave(spec, rootfs, state_dir)
+    if enclave is not None and enclave.config.epc_limit_mib is not None:
+        from inclavare.runtime.enclave import apply_epc_budget
+
+        apply_epc_budget(spec, resources, enclave)
 
     os.makedirs(root, 0o711, exist_ok=True)
     try:

@@ -10,6 +10,11 @@ enclave) and the platform makes the launch record the runtime gets through its i
 refusal names the file or the reason, and nothing is left behind. On intelSgx the SGX device
 nodes and /var/run/aesmd are added to the container.
 
+An enclave with an EPC budget (ENCLAVE_EPC_LIMIT_MIB, what the Kubernetes device plugin
+allocates) on the sim TEE has its memory cgroup limited to the budget (or to the spec's
+memory limit when that is lower): an enclave that outgrows it is killed by the kernel's OOM
+killer, and `rune run` and `rune events` say that the EPC budget was exceeded.
+
 The container's init then becomes the init-runelet (enclave/runelet.py), which rune reaches
 through `agent.sock` in the state directory (enclave/agent.py).
 
@@ -30,6 +35,7 @@ from inclavare.errors import InclavareError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from inclavare.cgroups.resources import Resources
     from inclavare.oci.spec import Spec
     from inclavare.runtime.container import Container
 
@@ -65,6 +71,8 @@ def prepare_enclave(spec: Spec, rootfs: str, state_dir: str) -> EnclavePlan | No
         "runtime": config.runtime_path,
         "entrypoint": entrypoint,
     }
+    if config.epc_limit_mib is not None:
+        description["epc_limit_mib"] = config.epc_limit_mib
     if config.type == TYPE_INTEL_SGX:
         _add_sgx_devices(spec, config.sgx_devices)
         description["simulated"] = False
@@ -98,6 +106,55 @@ def prepare_enclave(spec: Spec, rootfs: str, state_dir: str) -> EnclavePlan | No
         description,
         launched.manifest,
         platform.launch_record(launched.identity),
+    )
+
+
+def apply_epc_budget(spec: Spec, resources: Resources, plan: EnclavePlan) -> None:
+    """Limit the container's memory to the enclave's EPC budget: the lower of the budget and
+    the spec's memory limit, with no swap beyond it. Changes `resources` and the spec's
+    `linux.resources` (what `update` starts from)."""
+    budget_mib = plan.config.epc_limit_mib
+    if budget_mib is None:
+        return
+    if plan.config.type != TYPE_SIM:
+        log.warning(
+            f"the EPC budget of {budget_mib} MiB is not enforced on {plan.config.type}: "
+            "this kernel's memory cgroup does not count enclave pages"
+        )
+        return
+    from inclavare.cgroups.resources import Memory
+
+    budget = budget_mib << 20
+    memory = resources.memory
+    if memory is None:
+        memory = resources.memory = Memory()
+    if memory.limit is None or memory.limit < 0 or memory.limit > budget:
+        memory.limit = budget
+    memory.swap = memory.limit
+    raw = spec.linux.resources.setdefault("memory", {})
+    raw["limit"] = memory.limit
+    raw["swap"] = memory.swap
+    log.info(f"enclave memory limited to {memory.limit >> 20} MiB by its EPC budget")
+
+
+def epc_budget_exceeded(container: Container) -> str | None:
+    """Why the enclave ended, when the kernel's OOM killer struck in the cgroup of a container
+    with an EPC budget; None otherwise."""
+    budget = container.record.get("enclave", {}).get("epc_limit_mib")
+    leaves = container.record.get("cgroup_dirs_leaf", [])
+    if budget is None or not leaves:
+        return None
+    from inclavare.cgroups import oom_kills
+
+    try:
+        kills = oom_kills(leaves)
+    except (InclavareError, OSError):
+        return None
+    if kills == 0:
+        return None
+    return (
+        f"enclave container {container.id} exceeded its EPC budget of {budget} MiB: "
+        "the kernel's OOM killer killed it"
     )
 
 

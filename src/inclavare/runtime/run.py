@@ -55,6 +55,13 @@ def run_container(
         return 0
     forwarder.forward_to(container.pid)
     code = proxy_terminal(master, container.pid) if master >= 0 else wait_for_exit(container)
+    if container.record.get("enclave", {}).get("epc_limit_mib") is not None:
+        from inclavare import log
+        from inclavare.runtime.enclave import epc_budget_exceeded
+
+        reason = epc_budget_exceeded(container)
+        if reason is not None:
+            log.error(reason)
     if not keep:
         delete_container(container, force=True)
     return code

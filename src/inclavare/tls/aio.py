@@ -254,7 +254,7 @@ class AsyncServer:
         peer = tuple(address[:2]) if address else None
         try:
             sock = writer.get_extra_info("socket")
-            if sock is not None:
+            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
                 session = await establish(self.tls, reader, writer)
@@ -314,4 +314,32 @@ async def start_server(
         server.address = (str(bound[0]), int(bound[1]))
     else:
         server.address = (host, port)
+    return server
+
+
+async def open_unix_connection(
+    tls: EnclaveTls, path: str, timeout: float | None = None
+) -> AsyncSession:
+    """Enclave-TLS over a unix stream socket (e.g. to a container's socket on the host)."""
+    limit = tls.config.handshake_timeout if timeout is None else timeout
+    try:
+        async with asyncio.timeout(limit):
+            reader, writer = await asyncio.open_unix_connection(path)
+    except TimeoutError:
+        raise HandshakeTimeout(f"cannot connect to {path} within {limit:g} s") from None
+    except OSError as error:
+        raise ConnectionClosed(f"cannot connect to {path}: {error.strerror or error}") from None
+    return await establish(tls, reader, writer, timeout)
+
+
+async def start_unix_server(
+    tls: EnclaveTls,
+    handler: AsyncHandler,
+    path: str,
+    on_error: ErrorHandler | None = None,
+    backlog: int = 128,
+) -> AsyncServer:
+    server = AsyncServer(tls, handler, on_error)
+    server._server = await asyncio.start_unix_server(server._client, path, backlog=backlog)
+    server.address = (path, 0)
     return server

@@ -54,6 +54,8 @@ from inclavare.tls.plugins import (
 from inclavare.tls.plugins.verifiers import NullVerifier
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
     from inclavare.attestation.certificate import Certificate
@@ -223,6 +225,15 @@ class EnclaveTls:
         if self.attester is None or self.attester.evidence_type is None:
             return b""
         claims = claims_buffer(self.spki, nonce=binder)
+        raw = self.attester.collect_evidence(report_data_for(claims))
+        return tagged_evidence(evidence_tag(self.attester.evidence_type), raw, claims)
+
+    def evidence_for(self, nonce: bytes, extra: Mapping[str, bytes] | None = None) -> bytes:
+        """This side's tagged evidence bound to its key, `nonce` and `extra` claims, for a
+        protocol above TLS (the attestation service); b"" for the null attester."""
+        if self.attester is None or self.attester.evidence_type is None:
+            return b""
+        claims = claims_buffer(self.spki, nonce=nonce, extra=extra)
         raw = self.attester.collect_evidence(report_data_for(claims))
         return tagged_evidence(evidence_tag(self.attester.evidence_type), raw, claims)
 

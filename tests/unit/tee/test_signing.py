@@ -14,9 +14,12 @@ from inclavare.tee.sim.measurement import Manifest, RuntimeIdentity, TrustedFile
 from inclavare.tee.sim.sigstruct import (
     SIGSTRUCT_SIZE,
     EnclaveSignature,
+    key_signer,
+    mr_signer_of,
     parse_signature_file,
     parse_sigstruct,
     sign_enclave,
+    sign_enclave_with,
     sign_with_throwaway_key,
 )
 
@@ -146,6 +149,46 @@ def test_keys_sgx_cannot_use_are_refused() -> None:
         sign_enclave(pem(ec.generate_private_key(ec.SECP256R1())), MANIFEST)
     with pytest.raises(SignatureInvalid, match="not an unencrypted PEM private key"):
         sign_enclave(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", MANIFEST)
+
+
+def test_a_signer_callable_signs_as_the_key_does(signing_key: bytes) -> None:
+    from datetime import UTC, datetime
+
+    when = datetime(2026, 5, 1, tzinfo=UTC)
+    seen: list[bytes] = []
+    key = key_signer(signing_key)
+
+    def remote(material: bytes) -> tuple[bytes, int]:
+        seen.append(material)
+        return key(material)
+
+    by_key = sign_enclave(signing_key, MANIFEST, 3, 4, when=when)
+    by_callable = sign_enclave_with(remote, MANIFEST, 3, 4, when=when)
+    assert by_callable.encode() == by_key.encode()
+    assert seen == [by_key.sigstruct.signed_bytes]
+    assert mr_signer_of(by_key.sigstruct.modulus) == by_key.sigstruct.mr_signer
+
+
+def test_a_signer_answer_that_does_not_verify_is_refused(signing_key: bytes) -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = key_signer(signing_key)
+    other = rsa.generate_private_key(public_exponent=3, key_size=3072).public_key()
+
+    def wrong_modulus(material: bytes) -> tuple[bytes, int]:
+        return key(material)[0], other.public_numbers().n
+
+    def garbage(material: bytes) -> tuple[bytes, int]:
+        return b"\x01" * 384, key(material)[1]
+
+    def short_key(material: bytes) -> tuple[bytes, int]:
+        return b"\x01", (1 << 2047) + 1
+
+    for signer in (wrong_modulus, garbage):
+        with pytest.raises(SignatureInvalid, match="the signer's signature does not verify"):
+            sign_enclave_with(signer, MANIFEST)
+    with pytest.raises(SignatureInvalid, match="the signer's key is RSA-2048 with exponent 3"):
+        sign_enclave_with(short_key, MANIFEST)
 
 
 def test_product_id_and_version_must_fit_16_bits(signing_key: bytes) -> None:

@@ -50,6 +50,15 @@ def _event(kind: str, container_id: str, data: dict[str, Any] | None = None) -> 
     return lightjson.dumps(event) + "\n"
 
 
+def _oom_data(container: Any) -> dict[str, Any] | None:
+    """For an enclave with an EPC budget, what the OOM killer enforced (runc's oom events
+    carry no data; this one says why)."""
+    budget = container.record.get("enclave", {}).get("epc_limit_mib")
+    if budget is None:
+        return None
+    return {"reason": "enclave EPC budget exceeded", "epcLimitMiB": budget}
+
+
 def run(context: Context, options: Options, args: list[str]) -> int:
     from inclavare.cgroups import oom_kills, stats
     from inclavare.runtime.container import STOPPED, Container, ContainerError
@@ -66,7 +75,7 @@ def run(context: Context, options: Options, args: list[str]) -> int:
     while container.status() != STOPPED:
         now = oom_kills(leaves)
         if now > kills:
-            sys.stdout.write(_event("oom", container.id))
+            sys.stdout.write(_event("oom", container.id, _oom_data(container)))
             kills = now
         sys.stdout.write(_event("stats", container.id, stats(leaves)))
         sys.stdout.flush()

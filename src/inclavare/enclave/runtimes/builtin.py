@@ -10,21 +10,29 @@ process that died at once.
 
 Process ids are those of the init-runelet's pid namespace. `kill` signals only processes
 this runtime started and has not waited for.
+
+A runtime whose programs can use descriptors (builtin:native) gives each process an
+attestation channel (tee/sim/channel.py): the process asks, the runtime answers with a quote
+of this enclave made by the sim platform's quoting enclave, which the runtime loaded at init
+(before pivot_root, as the platform lives on the host).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import threading
 from collections.abc import Sequence
 
 from inclavare.errors import InclavareError
 from inclavare.linux import syscalls
+from inclavare.tee.sim import channel as channel_module
 from inclavare.tee.sim.errors import LaunchRefused
 from inclavare.tee.sim.files import TrustedFileError, digest_or_none
 from inclavare.tee.sim.launch import parse_launch_record
 from inclavare.tee.sim.measurement import Manifest, normalise_path
+from inclavare.tee.sim.quote import QE_TARGET_INFO
 from inclavare.tee.sim.reports import create_report
 from inclavare.tee.sim.sgx import TargetInfo, pad_report_data
 
@@ -32,6 +40,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from inclavare.enclave.runtime import Stdio
     from inclavare.tee.sim.keys import ReportKeys
+    from inclavare.tee.sim.platform import SimPlatform
     from inclavare.tee.sim.sgx import EnclaveIdentity
 
 
@@ -60,6 +69,8 @@ class BuiltinRuntime:
 
     name = "builtin"
     ARGUMENTS: tuple[str, ...] = ("debug",)
+    # Whether processes get an attestation channel (their programs can use a descriptor).
+    gives_attestation_channel = False
 
     def __init__(self, manifest: Manifest) -> None:
         self.manifest = manifest
@@ -68,6 +79,7 @@ class BuiltinRuntime:
         self._keys: ReportKeys | None = None
         self._processes: set[int] = set()
         self._lock = threading.Lock()
+        self._platform: SimPlatform | None = None
 
     @property
     def api_version(self) -> int:
@@ -87,6 +99,8 @@ class BuiltinRuntime:
         # Make one report now: what reports need is imported while the host's Python
         # library is reachable (the container's root replaces it later).
         create_report(keys, identity, TargetInfo.of(identity))
+        if self.gives_attestation_channel:
+            self._load_platform()
         self.debug = log_level in ("trace", "debug")
         self._configure(parse_runtime_args(self.name, args, self.ARGUMENTS))
 
@@ -97,29 +111,40 @@ class BuiltinRuntime:
             raise EnclaveRuntimeError(f"{self.name}: create_process before init")
         content = self.verify_program(path)
         prepared = self._prepare(path, content)
+        channel = ours = None
+        if self._platform is not None:
+            ours, channel = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            env = [*env, f"{channel_module.ENVIRONMENT_VARIABLE}={channel.fileno()}"]
         report_read, report_write = os.pipe2(os.O_CLOEXEC)
         try:
             pid = os.fork()
         except OSError:
             os.close(report_read)
             os.close(report_write)
+            _close_sockets(ours, channel)
             raise
         if pid == 0:  # pragma: no cover - the child ends in execve or os._exit
             os.close(report_read)
+            if channel is not None:
+                os.set_inheritable(channel.fileno(), True)
             self._child(prepared, list(argv), list(env), stdio, report_write)
         os.close(report_write)
+        _close_sockets(channel)
         try:
             reason = _read_all(report_read)
         finally:
             os.close(report_read)
             self._release(prepared)
         if reason:
+            _close_sockets(ours)
             _wait(pid)
             raise EnclaveRuntimeError(
                 f"{self.name}: cannot start {path}: {reason.decode(errors='replace')}"
             )
         with self._lock:
             self._processes.add(pid)
+        if ours is not None:
+            threading.Thread(target=self._answer_channel, args=(ours,), daemon=True).start()
         return pid
 
     def exec(self, pid: int) -> int:
@@ -159,6 +184,52 @@ class BuiltinRuntime:
                 except ProcessLookupError:
                     pass
         self._keys = None
+
+    # --- the attestation channel -----------------------------------------------------------
+
+    def _load_platform(self) -> None:
+        from inclavare.tee.sim.store import load_platform
+
+        try:
+            platform = load_platform()
+            # One quote now: what quoting needs is imported while the host's library is there.
+            platform.quote(self._identity_or_fail())
+        except InclavareError as error:
+            raise EnclaveRuntimeError(
+                f"{self.name}: the sim platform cannot quote for this enclave: {error}"
+            ) from None
+        self._platform = platform
+
+    def _identity_or_fail(self) -> EnclaveIdentity:
+        if self._identity is None:
+            raise EnclaveRuntimeError(f"{self.name}: no enclave was launched")
+        return self._identity
+
+    def _answer_channel(self, sock: socket.socket) -> None:
+        """Answer one process's quote requests until every copy of its end is closed."""
+        with sock:
+            while True:
+                try:
+                    packet = sock.recv(channel_module.MAX_PACKET)
+                except OSError:
+                    return
+                if not packet:
+                    return
+                try:
+                    sock.send(self._answer(packet))
+                except OSError:
+                    return
+
+    def _answer(self, packet: bytes) -> bytes:
+        platform = self._platform
+        if platform is None or self._identity is None or self._keys is None:
+            return channel_module.encode_error("the enclave runtime has ended")
+        try:
+            report_data = channel_module.parse_request(packet)
+            report = create_report(self._keys, self._identity, QE_TARGET_INFO, report_data)
+            return channel_module.encode_quote(platform.quote_report(report))
+        except InclavareError as error:
+            return channel_module.encode_error(str(error))
 
     # --- trusted files ---------------------------------------------------------------------
 
@@ -239,6 +310,12 @@ def _place_stdio(stdio: Stdio) -> None:
         if fd >= 0:
             os.dup2(fd, target)
             os.close(fd)
+
+
+def _close_sockets(*sockets: socket.socket | None) -> None:
+    for sock in sockets:
+        if sock is not None:
+            sock.close()
 
 
 def _read_all(fd: int) -> bytes:

@@ -51,6 +51,7 @@ EPERM = 1
 
 class NativeRuntime(BuiltinRuntime):
     name = "builtin:native"
+    gives_attestation_channel = True
 
     def __init__(self, manifest: Manifest) -> None:
         super().__init__(manifest)

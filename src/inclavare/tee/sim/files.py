@@ -4,6 +4,9 @@ Paths are resolved as the container will see them: symbolic links are followed i
 root file system and never lead out of it ('..' stops at its root, absolute link targets
 start from it). Only regular files are measured; a directory stands for every regular file
 below it.
+
+The root is a directory of the host, or any `FileTree` (an image's layers: the same rules
+then measure an image without extracting it).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from inclavare.tee.sim.errors import LaunchRefused, MalformedStructure, SimError
 from inclavare.tee.sim.launch import LaunchedEnclave, check_launch
@@ -37,9 +41,33 @@ class TrustedFileMissing(TrustedFileError):
     """A trusted file is not in the root file system."""
 
 
+class FileTree(Protocol):
+    """A root file system that is not a directory of the host: an image's layers.
+
+    Paths are absolute inside the tree. `resolve` follows symbolic links inside the tree as
+    `resolve_in_root` does; the others follow none.
+    """
+
+    def resolve(self, path: str) -> str: ...
+
+    def kind(self, path: str) -> str | None:
+        """ "file", "dir", "symlink", "other", or None when nothing is there."""
+        ...
+
+    def names(self, directory: str) -> list[str]: ...
+
+    def sha256(self, path: str, shown_as: str) -> bytes: ...
+
+
+Root = str | os.PathLike[str] | FileTree
+
+
 def resolve_in_root(root: str | os.PathLike[str], path: str) -> Path:
     """The host path of `path` as seen from inside `root`, with symbolic links resolved."""
-    root_path = Path(root)
+    return Path(root).joinpath(*_resolve_parts(Path(root), path))
+
+
+def _resolve_parts(root_path: Path, path: str) -> list[str]:
     pending = normalise_path(path).split("/")[1:]
     resolved: list[str] = []
     links = 0
@@ -68,20 +96,58 @@ def resolve_in_root(root: str | os.PathLike[str], path: str) -> Path:
         if target.startswith("/"):
             resolved = []
         pending = target.split("/") + pending
-    return root_path.joinpath(*resolved)
+    return resolved
+
+
+class HostTree:
+    """A root file system that is a directory of the host."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def resolve(self, path: str) -> str:
+        return "/" + "/".join(_resolve_parts(self.root, path))
+
+    def host_path(self, path: str) -> Path:
+        return self.root.joinpath(*[part for part in path.split("/") if part])
+
+    def kind(self, path: str) -> str | None:
+        try:
+            mode = os.lstat(self.host_path(path)).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as error:
+            raise TrustedFileError(f"cannot examine {path}: {error.strerror}") from None
+        if stat.S_ISREG(mode):
+            return "file"
+        if stat.S_ISDIR(mode):
+            return "dir"
+        return "symlink" if stat.S_ISLNK(mode) else "other"
+
+    def names(self, directory: str) -> list[str]:
+        try:
+            return sorted(os.listdir(self.host_path(directory)))
+        except OSError as error:
+            raise TrustedFileError(f"cannot list {directory}: {error.strerror}") from None
+
+    def sha256(self, path: str, shown_as: str) -> bytes:
+        return hash_file(self.host_path(path), shown_as)
+
+
+def as_tree(root: Root) -> FileTree:
+    return HostTree(root) if isinstance(root, (str, os.PathLike)) else root
 
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def find_entrypoint(
-    root: str | os.PathLike[str], program: str, env: Iterable[str] = (), cwd: str = "/"
-) -> str:
+def find_entrypoint(root: Root, program: str, env: Iterable[str] = (), cwd: str = "/") -> str:
     """The path inside `root` of the program process.args[0] names, searched in PATH."""
     if not program:
         raise TrustedFileError("the container has no program to run (process.args is empty)")
     if "/" in program:
         return normalise_path(program if program.startswith("/") else f"{cwd}/{program}")
+    tree = as_tree(root)
     search = DEFAULT_PATH
     for entry in env:
         if entry.startswith("PATH="):
@@ -90,7 +156,7 @@ def find_entrypoint(
         if not directory.startswith("/"):
             continue
         candidate = normalise_path(f"{directory}/{program}")
-        if resolve_in_root(root, candidate).is_file():
+        if tree.kind(tree.resolve(candidate)) == "file":
             return candidate
     raise TrustedFileMissing(f"the program {program!r} is not found in PATH {search}")
 
@@ -109,54 +175,57 @@ def hash_file(host_path: str | os.PathLike[str], shown_as: str) -> bytes:
         return hashlib.file_digest(stream, "sha256").digest()
 
 
-def digest_or_none(root: str | os.PathLike[str], path: str) -> bytes | None:
+def _digest(tree: FileTree, path: str) -> bytes:
+    resolved = tree.resolve(path)
+    kind = tree.kind(resolved)
+    if kind is None:
+        raise TrustedFileMissing(f"trusted file {path} is missing")
+    if kind != "file":
+        raise TrustedFileError(f"trusted file {path} is not a regular file")
+    return tree.sha256(resolved, path)
+
+
+def digest_or_none(root: Root, path: str) -> bytes | None:
     """The SHA-256 of trusted file `path` in `root`, or None when it is absent."""
     try:
-        return hash_file(resolve_in_root(root, path), path)
+        return _digest(as_tree(root), path)
     except TrustedFileMissing:
         return None
 
 
-def collect_trusted_files(root: str | os.PathLike[str], paths: Iterable[str]) -> list[TrustedFile]:
+def collect_trusted_files(root: Root, paths: Iterable[str]) -> list[TrustedFile]:
     """The trusted files named by `paths` (files or directories) with their digests."""
+    tree = as_tree(root)
     files: dict[str, TrustedFile] = {}
     for given in paths:
         try:
             path = normalise_path(given)
         except MalformedStructure as error:
             raise TrustedFileError(str(error)) from None
-        host = resolve_in_root(root, path)
-        if host.is_dir():
-            for inner in _files_below(root, path):
-                files[inner] = TrustedFile(inner, hash_file(resolve_in_root(root, inner), inner))
+        if tree.kind(tree.resolve(path)) == "dir":
+            for inner in _files_below(tree, path):
+                files[inner] = TrustedFile(inner, _digest(tree, inner))
         else:
-            files[path] = TrustedFile(path, hash_file(host, path))
+            files[path] = TrustedFile(path, _digest(tree, path))
     return list(files.values())
 
 
-def _files_below(root: str | os.PathLike[str], directory: str) -> list[str]:
+def _files_below(tree: FileTree, directory: str) -> list[str]:
     found: list[str] = []
-    host = resolve_in_root(root, directory)
-    try:
-        entries = sorted(os.scandir(host), key=lambda entry: entry.name)
-    except OSError as error:
-        raise TrustedFileError(f"cannot list {directory}: {error.strerror}") from None
-    for entry in entries:
-        path = f"{directory.rstrip('/')}/{entry.name}"
+    resolved = tree.resolve(directory)
+    for name in tree.names(resolved):
+        path = f"{directory.rstrip('/')}/{name}"
         if path == "/" + SIGNATURE_PATH:
             continue  # the signature is not part of what it signs
-        if entry.is_dir(follow_symlinks=False):
-            found.extend(_files_below(root, path))
-        elif entry.is_file(follow_symlinks=False) or (
-            entry.is_symlink() and resolve_in_root(root, path).is_file()
-        ):
+        kind = tree.kind(f"{resolved.rstrip('/')}/{name}")
+        if kind == "dir":
+            found.extend(_files_below(tree, path))
+        elif kind == "file" or (kind == "symlink" and tree.kind(tree.resolve(path)) == "file"):
             found.append(path)
     return found
 
 
-def measure(
-    root: str | os.PathLike[str], runtime: RuntimeIdentity, paths: Iterable[str]
-) -> Manifest:
+def measure(root: Root, runtime: RuntimeIdentity, paths: Iterable[str]) -> Manifest:
     """The measurement manifest of the files `paths` in `root`, for `runtime`."""
     return Manifest.of(runtime, collect_trusted_files(root, paths))
 
@@ -176,11 +245,21 @@ def read_signature(path: str | os.PathLike[str]) -> EnclaveSignature | None:
 
 
 def write_signature(path: str | os.PathLike[str], signature: EnclaveSignature) -> None:
+    """Write the signature file atomically. The temporary file is created, never opened
+    through an existing name, so a link planted in a root file system cannot redirect the
+    write; rename(2) replaces a link at `path` rather than following it."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.tmp")
-    temporary.write_bytes(signature.encode())
-    temporary.replace(target)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(temporary, flags, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(signature.encode())
+        temporary.replace(target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 @dataclass(frozen=True)

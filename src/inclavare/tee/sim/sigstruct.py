@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -204,15 +205,15 @@ def generate_signing_key() -> bytes:
     )
 
 
-def sign_enclave(
-    key_pem: bytes,
-    manifest: Manifest,
-    isv_prod_id: int = 0,
-    isv_svn: int = 0,
-    debug: bool = False,
-    when: datetime | None = None,
-) -> EnclaveSignature:
-    """Sign `manifest` with the RSA-3072/e=3 private key in `key_pem`."""
+# A signer signs a SIGSTRUCT's signed bytes (`material`, 256 bytes) with RSASSA-PKCS1-v1_5
+# and SHA-256, and returns the signature (big-endian bytes) and its key's modulus. The key
+# may live elsewhere (a signing server, a hardware module): only its public half is needed
+# here, and the result is checked before it is used.
+Signer = Callable[[bytes], tuple[bytes, int]]
+
+
+def key_signer(key_pem: bytes) -> Signer:
+    """The signer of an RSA-3072/e=3 private key given as PEM."""
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
@@ -223,11 +224,49 @@ def sign_enclave(
     if not isinstance(key, rsa.RSAPrivateKey):
         raise SignatureInvalid("the signing key is not an RSA key (SGX signs with RSA-3072, e=3)")
     numbers = key.public_key().public_numbers()
-    if key.key_size != KEY_BITS or numbers.e != EXPONENT:
+    check_public_key(numbers.n, numbers.e, "the signing key")
+
+    def sign(material: bytes) -> tuple[bytes, int]:
+        return key.sign(material, padding.PKCS1v15(), hashes.SHA256()), numbers.n
+
+    return sign
+
+
+def check_public_key(modulus: int, exponent: int, what: str) -> None:
+    """Refuse a key SGX cannot sign enclaves with (it must be RSA-3072, exponent 3)."""
+    if modulus.bit_length() != KEY_BITS or exponent != EXPONENT:
         raise SignatureInvalid(
-            f"the signing key is RSA-{key.key_size} with exponent {numbers.e}; SGX requires "
+            f"{what} is RSA-{modulus.bit_length()} with exponent {exponent}; SGX requires "
             "RSA-3072 with exponent 3"
         )
+
+
+def mr_signer_of(modulus: int) -> bytes:
+    """MRSIGNER of a signing key: SHA-256 of its modulus as SIGSTRUCT stores it."""
+    return hashlib.sha256(_le(modulus)).digest()
+
+
+def sign_enclave(
+    key_pem: bytes,
+    manifest: Manifest,
+    isv_prod_id: int = 0,
+    isv_svn: int = 0,
+    debug: bool = False,
+    when: datetime | None = None,
+) -> EnclaveSignature:
+    """Sign `manifest` with the RSA-3072/e=3 private key in `key_pem`."""
+    return sign_enclave_with(key_signer(key_pem), manifest, isv_prod_id, isv_svn, debug, when)
+
+
+def sign_enclave_with(
+    signer: Signer,
+    manifest: Manifest,
+    isv_prod_id: int = 0,
+    isv_svn: int = 0,
+    debug: bool = False,
+    when: datetime | None = None,
+) -> EnclaveSignature:
+    """Sign `manifest` with `signer`; its answer is verified before it goes into SIGSTRUCT."""
     for name, value in (("ISVPRODID", isv_prod_id), ("ISVSVN", isv_svn)):
         if not 0 <= value <= 0xFFFF:
             raise MalformedStructure(f"{name} {value} does not fit 16 bits")
@@ -238,7 +277,6 @@ def sign_enclave(
     raw[0:16] = HEADER1
     struct.pack_into("<II", raw, 16, 0, _bcd_date(when or datetime.now(UTC)))
     raw[24:40] = HEADER2
-    raw[128:512] = _le(numbers.n)
     raw[512:516] = struct.pack("<I", EXPONENT)
     struct.pack_into("<II", raw, 900, 0, 0xFFFF_FFFF)
     raw[928:944] = Attributes(flags, XFRM_LEGACY).to_bytes()
@@ -246,9 +284,19 @@ def sign_enclave(
     raw[960:992] = hashlib.sha256(manifest_bytes).digest()
     struct.pack_into("<HH", raw, 1024, isv_prod_id, isv_svn)
 
+    # The modulus is not among the signed bytes, so the signer may name its key afterwards.
     signed = bytes(raw[0:128] + raw[900:1028])
-    signature = int.from_bytes(key.sign(signed, padding.PKCS1v15(), hashes.SHA256()), "big")
-    q1, q2 = _helpers(signature, numbers.n)
+    signature_bytes, modulus = signer(signed)
+    check_public_key(modulus, EXPONENT, "the signer's key")
+    signature = int.from_bytes(signature_bytes, "big")
+    if len(signature_bytes) > KEY_SIZE or pow(signature, EXPONENT, modulus) != _pkcs1_sha256(
+        hashlib.sha256(signed).digest()
+    ):
+        raise SignatureInvalid(
+            "the signer's signature does not verify as RSA-3072/e=3 PKCS#1 v1.5 with SHA-256"
+        )
+    q1, q2 = _helpers(signature, modulus)
+    raw[128:512] = _le(modulus)
     raw[516:900] = _le(signature)
     raw[1040:1424] = _le(q1)
     raw[1424:1808] = _le(q2)

@@ -6,7 +6,10 @@
   configfs-tsm interface (`/sys/kernel/config/tsm/report`, Linux 6.7 and later): make a report
   entry, write the report data to `inblob`, read the quote or report from `outblob`. Where only
   the older `/dev/tdx_guest` or `/dev/sev-guest` device exists, they say so.
-- `sim`: the software TEE (`inclavare.tee.sim`). Its quotes say they are simulated.
+- `sim`: the software TEE (`inclavare.tee.sim`). Its quotes say they are simulated. Inside
+  a sim enclave container it asks the enclave runtime through the process's attestation
+  channel (INCLAVARE_ATTESTATION_FD), so the quotes are of that enclave; elsewhere it quotes
+  with the host's sim platform for the identity it is given (by default the sample one).
 - `nullattester`: no evidence; the certificate is a plain self-signed one.
 
 An attester that cannot work on this host raises `PluginUnavailable` from `init` with the
@@ -89,12 +92,18 @@ class SimAttester(Attester):
     def __init__(self, identity: EnclaveIdentity | None = None) -> None:
         self.identity = identity
         self._platform: SimPlatform | None = None
+        self._channel: int | None = None
 
     def init(self, options: PluginOptions) -> None:
+        from inclavare.tee.sim.channel import channel_fd
         from inclavare.tee.sim.errors import SimError
         from inclavare.tee.sim.store import load_platform
 
         try:
+            if self.identity is None and options.sim_identity is None:
+                self._channel = channel_fd()
+                if self._channel is not None:
+                    return
             self._platform = load_platform(options.sim_dir)
         except SimError as error:
             raise PluginUnavailable(f"unavailable on this host: {error}") from None
@@ -102,6 +111,14 @@ class SimAttester(Attester):
             self.identity = options.sim_identity or sample_identity(options.debug_enclave)
 
     def collect_evidence(self, report_data: bytes) -> bytes:
+        if self._channel is not None:
+            from inclavare.tee.sim.channel import request_quote
+            from inclavare.tee.sim.errors import SimError
+
+            try:
+                return _bounded(request_quote(self._channel, report_data), "quote")
+            except SimError as error:
+                raise EnclaveTlsError(f"sim: {error}") from None
         if self._platform is None or self.identity is None:
             raise EnclaveTlsError("the sim attester was not initialised")
         return self._platform.quote(self.identity, report_data)

@@ -1,0 +1,1 @@
+"""Messages generated from the .proto files of this directory by `make build`."""

@@ -1,0 +1,1 @@
+"""Tests of the OCI image layout reader and writer."""
