@@ -96,9 +96,7 @@ def start_containerd(
     """A containerd with its own root, state and socket under directory (no CRI plugin).
     extra_config is appended to its config.toml; path, put in front of PATH, is where it
     finds shims (containerd-shim-<name>-v2) and they find their runtimes."""
-    directory.mkdir(parents=True, exist_ok=True)
-    config = directory / "config.toml"
-    config.write_text(
+    config = (
         "version = 2\n"
         f'root = "{directory}/root"\n'
         f'state = "{directory}/state"\n'
@@ -106,7 +104,20 @@ def start_containerd(
         "[grpc]\n"
         f'  address = "{directory}/containerd.sock"\n' + extra_config
     )
-    environment = dict(os.environ)
+    return launch_containerd(directory, config, path)
+
+
+def launch_containerd(
+    directory: Path,
+    config: str,
+    path: list[str] | None = None,
+    environment: dict[str, str] | None = None,
+) -> Containerd:
+    """A containerd running `config` (written to directory/config.toml), which must keep
+    its root, state and sockets under directory; environment is added to its own."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.toml").write_text(config)
+    environment = dict(os.environ, **(environment or {}))
     if path:
         environment["PATH"] = os.pathsep.join([*path, environment.get("PATH", "")])
     daemon = Containerd(directory, _spawn_containerd(directory, environment))
