@@ -91,11 +91,15 @@ class Containerd:
 
 
 def start_containerd(
-    directory: Path, extra_config: str = "", path: list[str] | None = None
+    directory: Path,
+    extra_config: str = "",
+    path: list[str] | None = None,
+    variables: dict[str, str] | None = None,
 ) -> Containerd:
     """A containerd with its own root, state and socket under directory (no CRI plugin).
     extra_config is appended to its config.toml; path, put in front of PATH, is where it
-    finds shims (containerd-shim-<name>-v2) and they find their runtimes."""
+    finds shims (containerd-shim-<name>-v2) and they find their runtimes; variables are
+    added to its environment (which its shims and runtimes inherit)."""
     config = (
         "version = 2\n"
         f'root = "{directory}/root"\n'
@@ -104,20 +108,20 @@ def start_containerd(
         "[grpc]\n"
         f'  address = "{directory}/containerd.sock"\n' + extra_config
     )
-    return launch_containerd(directory, config, path)
+    return launch_containerd(directory, config, path, variables)
 
 
 def launch_containerd(
     directory: Path,
     config: str,
     path: list[str] | None = None,
-    environment: dict[str, str] | None = None,
+    variables: dict[str, str] | None = None,
 ) -> Containerd:
     """A containerd running `config` (written to directory/config.toml), which must keep
-    its root, state and sockets under directory; environment is added to its own."""
+    its root, state and sockets under directory; variables as for start_containerd."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.toml").write_text(config)
-    environment = dict(os.environ, **(environment or {}))
+    environment = dict(os.environ, **(variables or {}))
     if path:
         environment["PATH"] = os.pathsep.join([*path, environment.get("PATH", "")])
     daemon = Containerd(directory, _spawn_containerd(directory, environment))

@@ -235,7 +235,7 @@ def node(
         cri_config(directory / "containerd", launchers / SHIM),
         path=[str(launchers)],
         # rune, started by the shims, keeps the sim TEE's platform in the test's directory
-        environment={"INCLAVARE_SIM_DIR": str(directory / "sim")},
+        variables={"INCLAVARE_SIM_DIR": str(directory / "sim")},
     )
     containerd.namespace = NAMESPACE
     client = CriClient(containerd.socket, messages, timeout=20)

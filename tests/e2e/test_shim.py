@@ -3,6 +3,7 @@ io.containerd.rune.v2`, the shim found on containerd's PATH beside rune."""
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import shutil
@@ -38,8 +39,13 @@ def shim_containerd(
     launchers = Path(rune_program).parent
     if not os.access(launchers / SHIM, os.X_OK):
         pytest.skip(f"{SHIM} is not installed beside {rune_program}: run `make install`")
+    directory = tmp_path_factory.mktemp("containerd-shim")
     daemon = start_containerd(
-        tmp_path_factory.mktemp("containerd-shim"), RUNTIME_CONFIG, path=[str(launchers)]
+        directory,
+        RUNTIME_CONFIG,
+        path=[str(launchers)],
+        # rune keeps the sim TEE's platform of enclave containers in the test's directory
+        variables={"INCLAVARE_SIM_DIR": f"{directory}/sim"},
     )
     try:
         daemon.ctr("images", "import", str(image_archive[0]))
@@ -312,10 +318,11 @@ def test_a_shim_killed_is_cleaned_up_by_its_delete_action(
     shim_containerd: Containerd, image_archive: tuple[Path, str]
 ) -> None:
     """containerd runs `containerd-shim-rune-v2 delete` when the shim dies: rune's
-    container is removed and the rootfs unmounted."""
+    container is removed, the rootfs unmounted, the dead shim's socket removed."""
     ctr = shim_containerd.ctr
     ctr("run", "-d", "--runtime", RUNTIME, image_archive[1], "orphan", "sleep", "300")
     wait_for_status(shim_containerd, "orphan", "RUNNING")
+    socket_path = Path(shim_socket(shim_containerd, "orphan"))
     (shim,) = shim_pids(shim_containerd)
     task_pid = int(ctr("tasks", "ls").stdout.splitlines()[1].split()[1])
     os.kill(shim, 9)
@@ -332,6 +339,7 @@ def test_a_shim_killed_is_cleaned_up_by_its_delete_action(
         time.sleep(0.1)
     ctr("containers", "delete", "orphan")
     assert_nothing_left(shim_containerd, "orphan")
+    assert not socket_path.exists()
 
 
 def test_one_shim_serves_the_containers_of_a_pod(
@@ -435,3 +443,128 @@ def test_binary_name_from_the_runtime_options_is_honoured(
     assert f"runtime options {options}" in broken.stderr
     shim_containerd.ctr("containers", "delete", "badoptions", check=False)
     assert_nothing_left(shim_containerd, "badoptions")
+
+
+# --- the carrier ------------------------------------------------------------------------------
+
+
+def _carrier_run(
+    containerd: Containerd, image: str, options: Path, carrier: str, name: str, *command: str
+) -> subprocess.CompletedProcess[str]:
+    return containerd.ctr(
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--runtime-config-path",
+        str(options),
+        "--env",
+        f"RUNE_CARRIER={carrier}",
+        image,
+        name,
+        *command,
+        check=False,
+    )
+
+
+def test_an_unknown_carrier_is_refused(
+    shim_containerd: Containerd, image_archive: tuple[Path, str], tmp_path: Path
+) -> None:
+    options = tmp_path / "rune.toml"
+    options.write_text("")
+    result = _carrier_run(shim_containerd, image_archive[1], options, "sgx2", "unknown", "true")
+    assert result.returncode != 0
+    assert "RUNE_CARRIER='sgx2': unknown carrier (known: native, wasm)" in result.stderr
+    shim_containerd.ctr("containers", "delete", "unknown", check=False)
+    assert_nothing_left(shim_containerd, "unknown")
+
+
+def test_the_native_carrier_runs_an_ordinary_image_as_an_enclave(
+    shim_containerd: Containerd,
+    image_archive: tuple[Path, str],
+    rune_program: str,
+    tmp_path: Path,
+) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("inclavare.enclave.convert") is None:
+        pytest.skip("this tree has no bundle conversion (inclavare.enclave.convert)")
+    key = tmp_path / "signing-key.pem"
+    subprocess.run(
+        [str(Path(rune_program).parent / "enclave-sign"), "genkey", str(key)], check=True
+    )
+    options = tmp_path / "rune.toml"
+    options.write_text(f'SigningKey = "{key}"\n')
+    image = image_archive[1]
+    ran = _carrier_run(
+        shim_containerd, image, options, "native", "carried", "/bin/busybox", "echo", "enclave"
+    )
+    assert (ran.returncode, ran.stdout) == (0, "enclave\n"), ran.stderr
+    assert_nothing_left(shim_containerd, "carried")
+    # the bundle is an enclave bundle: the sim enclave's settings and its signature
+    shim_containerd.ctr(
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--runtime-config-path",
+        str(options),
+        "--env",
+        "RUNE_CARRIER=native",
+        image,
+        "carried-long",
+        "/bin/busybox",
+        "sleep",
+        "300",
+    )
+    bundle = bundle_of(shim_containerd, "carried-long")
+    env = json.loads((bundle / "config.json").read_text())["process"]["env"]
+    assert "ENCLAVE_TYPE=sim" in env and "ENCLAVE_RUNTIME_PATH=builtin:native" in env
+    assert (bundle / "rootfs" / ".inclavare" / "enclave.sig").is_file()
+    remove(shim_containerd, "carried-long")
+    # what cannot be converted is refused with the reason, and nothing is left
+    wasm = _carrier_run(shim_containerd, image, options, "wasm", "notwasm", "/bin/busybox", "true")
+    assert wasm.returncode != 0
+    assert "RUNE_CARRIER=wasm: /bin/busybox is not a WebAssembly module" in wasm.stderr
+    shim_containerd.ctr("containers", "delete", "notwasm", check=False)
+    assert_nothing_left(shim_containerd, "notwasm")
+    options.write_text(f'SigningKey = "{tmp_path}/missing.pem"\n')
+    keyless = _carrier_run(shim_containerd, image, options, "native", "keyless", "/bin/true")
+    assert keyless.returncode != 0
+    assert f"signing key {tmp_path}/missing.pem: No such file or directory" in keyless.stderr
+    shim_containerd.ctr("containers", "delete", "keyless", check=False)
+    assert_nothing_left(shim_containerd, "keyless")
+
+
+def test_update_through_the_task_service(
+    shim_containerd: Containerd, image_archive: tuple[Path, str]
+) -> None:
+    """Update (which ctr 1.6 does not offer) called on the shim's socket as containerd's CRI
+    plugin calls it: the LinuxResources JSON in an Any."""
+    from inclavare.shim import messages
+    from inclavare.shim.ttrpc_server import Client, RpcError
+
+    ctr = shim_containerd.ctr
+    ctr("run", "-d", "--runtime", RUNTIME, image_archive[1], "updated", "sleep", "300")
+    wait_for_status(shim_containerd, "updated", "RUNNING")
+    limit = 40 * 1024 * 1024
+    resources = messages.AnyMessage(
+        type_url="types.containerd.io/opencontainers/runtime-spec/1/LinuxResources",
+        value=json.dumps({"memory": {"limit": limit}}).encode(),
+    )
+    request = messages.UpdateTaskRequest(id="updated", resources=resources)
+    with Client(shim_socket(shim_containerd, "updated")) as client:
+        client.call("containerd.task.v2.Task", "Update", request.SerializeToString())
+        metrics = json.loads(ctr("tasks", "metrics", "--format", "json", "updated").stdout)
+        assert metrics["memory"]["usage"]["limit"] == limit
+        # a resources document rune refuses: its message comes back
+        bad = messages.UpdateTaskRequest(
+            id="updated", resources=messages.AnyMessage(type_url="x", value=b"{not json")
+        )
+        with pytest.raises(RpcError, match="OCI runtime update failed"):
+            client.call("containerd.task.v2.Task", "Update", bad.SerializeToString())
+        unknown = messages.UpdateTaskRequest(id="nobody", resources=resources)
+        with pytest.raises(RpcError, match="container nobody: not found"):
+            client.call("containerd.task.v2.Task", "Update", unknown.SerializeToString())
+    remove(shim_containerd, "updated")
+    assert_nothing_left(shim_containerd, "updated")

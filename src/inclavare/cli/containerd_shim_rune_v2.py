@@ -52,19 +52,17 @@ def main(argv: list[str] | None = None) -> int:
         action = args[0] if args else ""
         if len(args) > 1 or action not in ("start", "delete"):
             raise UsageError(f"unknown action {' '.join(args)!r}: want start or delete")
-        from inclavare.shim import daemon
-
         if not options.id:
             raise UsageError("-id is required")
-        if action == "start":
-            return daemon.start(
-                options.namespace,
-                options.address,
-                options.publish_binary,
-                options.id,
-                options.debug,
-            )
-        return daemon.delete(options.namespace, options.id, options.bundle)
+        if action == "delete":
+            from inclavare.shim.cleanup import delete
+
+            return delete(options.namespace, options.id, options.bundle)
+        from inclavare.shim.daemon import start
+
+        return start(
+            options.namespace, options.address, options.publish_binary, options.id, options.debug
+        )
     except InclavareError as error:
         sys.stderr.write(f"{PROGRAM}: {error}\n")
         return 1

@@ -1,5 +1,5 @@
-"""The shim's actions: `start` (start or reuse the group's shim, print its address), `delete`
-(clean up after a shim that is gone), and serving the Task service.
+"""The shim's `start` action (start or reuse the group's shim, print its address) and the
+serving shim (the `delete` action is in cleanup.py).
 
 `start` forks the serving shim from itself, where containerd's runc shim re-executes its
 binary: the child already has the interpreter and the modules loaded, which saves the
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import socket
 import sys
 import time
@@ -104,54 +103,6 @@ def start(namespace: str, address: str, publish_binary: str, container_id: str, 
     return 0
 
 
-def delete(namespace: str, container_id: str, bundle: str) -> int:
-    """containerd lost the shim: force-delete the container, unmount its rootfs, and print a
-    DeleteResponse (killed: 128 + SIGKILL) on standard output."""
-    from inclavare.shim.bundle import DEFAULT_BINARY, ROOT_DIRECTORY, read_options
-    from inclavare.shim.mounts import unmount_all
-
-    bundle = bundle or os.getcwd()
-    options = read_options(bundle)
-    binary = str(options.get("binary_name") or DEFAULT_BINARY)
-    root = str(options.get("root") or os.path.join(ROOT_DIRECTORY, namespace))
-    command = [binary, "--root", root, "--log", os.path.join(bundle, "log.json")]
-    command += ["--log-format", "json", "delete", "--force", container_id]
-    # containerd runs this after every shim's exit; most often the shim deleted the
-    # container itself and there is no state left for the runtime to remove
-    if os.path.exists(os.path.join(root, container_id)):
-        import subprocess
-
-        try:
-            subprocess.run(command, capture_output=True, timeout=60, check=False)
-        except (OSError, subprocess.TimeoutExpired) as error:
-            sys.stderr.write(f"{binary} delete: {error}\n")
-    try:
-        unmount_all(os.path.join(bundle, "rootfs"))
-    except OSError as error:
-        raise ShimError(f"unmount {bundle}/rootfs: {error.strerror}") from None
-    sys.stdout.buffer.write(delete_response(128 + signal.SIGKILL, time.time_ns()))
-    return 0
-
-
-def delete_response(exit_status: int, exited_at_ns: int) -> bytes:
-    """DeleteResponse{exit_status=2, exited_at=3 (Timestamp{seconds=1, nanos=2})}, encoded
-    here: importing the protobuf runtime would double this action's time."""
-
-    def varint(value: int) -> bytes:
-        out = bytearray()
-        while value > 0x7F:
-            out.append(value & 0x7F | 0x80)
-            value >>= 7
-        out.append(value)
-        return bytes(out)
-
-    seconds, nanos = divmod(exited_at_ns, 1_000_000_000)
-    stamp = (b"\x08" + varint(seconds) if seconds else b"") + (
-        b"\x10" + varint(nanos) if nanos else b""
-    )
-    return b"\x10" + varint(exit_status) + b"\x1a" + varint(len(stamp)) + stamp
-
-
 class _Log:
     """Lines for containerd's log: the `log` fifo containerd opens in the bundle."""
 
@@ -183,6 +134,8 @@ def serve(
     bundle: str,
     debug: bool,
 ) -> int:
+    import signal
+
     from inclavare.linux import syscalls
     from inclavare.shim.events import Publisher
     from inclavare.shim.reaper import Reaper
@@ -197,7 +150,7 @@ def serve(
     os.chdir("/")
     reaper = Reaper()
     publisher = Publisher(
-        namespace, address, publish_binary, os.environ.get("TTRPC_ADDRESS", ""), log
+        namespace, address, publish_binary, os.environ.get("TTRPC_ADDRESS", ""), log, reaper
     )
     server: Server
 

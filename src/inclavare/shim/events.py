@@ -19,6 +19,7 @@ from inclavare.shim.ttrpc import bytes_field, varint_field
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from inclavare.shim.reaper import Reaper
     from inclavare.shim.ttrpc_server import Client
 
 EVENTS_SERVICE = "containerd.services.events.ttrpc.v1.Events"
@@ -57,7 +58,9 @@ class Publisher:
         publish_binary: str,
         ttrpc_address: str,
         log: Callable[[str], None],
+        reaper: Reaper,
     ) -> None:
+        self.reaper = reaper
         self.namespace = namespace
         self.address = address
         self.publish_binary = publish_binary
@@ -113,10 +116,10 @@ class Publisher:
         return client
 
     def _send_binary(self, topic: str, event: bytes) -> None:
-        import subprocess
+        from inclavare.shim.runtime import run_program
 
         command = [self.publish_binary, "--address", self.address, "publish", "--topic", topic]
         command += ["--namespace", self.namespace]
-        result = subprocess.run(command, input=event, capture_output=True, timeout=10, check=False)
-        if result.returncode != 0:
-            raise RuntimeError(result.stderr.decode(errors="replace").strip())
+        code, output = run_program(self.reaper, command, stdin_data=event, with_errors=True)
+        if code != 0:
+            raise RuntimeError(output.decode(errors="replace").strip() or f"exit status {code}")

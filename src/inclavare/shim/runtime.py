@@ -72,44 +72,16 @@ class Runtime:
         """Run a rune command to its end; its standard output is returned. With stdio, the
         command's standard streams are those descriptors (create and exec hand them on to
         the container's process) and nothing is captured."""
-        argv = self._argv(*args)
-        close_after: list[int] = []
-        output_read = -1
-        input_write = -1
-        if stdio is None:
-            output_read, output_write = os.pipe()
-            null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-            close_after += [output_write, null]
-            if stdin_data is not None:
-                stdin_read, input_write = os.pipe()
-                close_after.append(stdin_read)
-                stdio = (stdin_read, output_write, output_write)
-            else:
-                stdio = (null, output_write, null)
-        actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio)]
         try:
-            pid = os.posix_spawnp(
-                argv[0],
-                argv,
-                dict(os.environ),
-                file_actions=actions,
-                setsigdef=(signal.SIGPIPE,),
+            code, output = run_program(
+                self.reaper,
+                self._argv(*args),
+                stdio,
+                stdin_data,
+                with_errors=stdin_data is not None,
             )
         except OSError as error:
-            for fd in (*close_after, output_read, input_write):
-                if fd >= 0:
-                    os.close(fd)
             raise RuneError(f"{self.binary}: {error.strerror}") from None
-        exited = self.reaper.wait(pid)
-        self.reaper.spawned()
-        for fd in close_after:
-            os.close(fd)
-        output = b""
-        if input_write >= 0:
-            _write_all(input_write, stdin_data or b"")
-        if output_read >= 0:
-            output = _read_all(output_read)
-        code = exited.result()
         if code != 0:
             message = last_error(self.log_path)
             if not message:
@@ -204,3 +176,50 @@ def _write_all(fd: int, data: bytes) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def run_program(
+    reaper: Reaper,
+    argv: list[str],
+    stdio: tuple[int, int, int] | None = None,
+    stdin_data: bytes | None = None,
+    with_errors: bool = False,
+) -> tuple[int, bytes]:
+    """Run argv to its end: (exit code, standard output, and standard error too if
+    with_errors). Its status comes from the reaper, which owns every child of the shim.
+    With stdio, the program's standard streams are those descriptors and nothing is
+    captured."""
+    close_after: list[int] = []
+    output_read = -1
+    input_write = -1
+    if stdio is None:
+        output_read, output_write = os.pipe()
+        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        close_after += [output_write, null]
+        errors = output_write if with_errors else null
+        if stdin_data is not None:
+            stdin_read, input_write = os.pipe()
+            close_after.append(stdin_read)
+            stdio = (stdin_read, output_write, errors)
+        else:
+            stdio = (null, output_write, errors)
+    actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio)]
+    try:
+        pid = os.posix_spawnp(
+            argv[0], argv, dict(os.environ), file_actions=actions, setsigdef=(signal.SIGPIPE,)
+        )
+    except OSError:
+        for fd in (*close_after, output_read, input_write):
+            if fd >= 0:
+                os.close(fd)
+        raise
+    exited = reaper.wait(pid)
+    reaper.spawned()
+    for fd in close_after:
+        os.close(fd)
+    output = b""
+    if input_write >= 0:
+        _write_all(input_write, stdin_data or b"")
+    if output_read >= 0:
+        output = _read_all(output_read)
+    return exited.result(), output

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from inclavare.shim import ttrpc
+from inclavare.shim import carrier, messages, ttrpc
 from inclavare.shim.bundle import ROOT_DIRECTORY, write_options
 from inclavare.shim.events import Publisher
 from inclavare.shim.mounts import mount_all, unmount_all
@@ -43,21 +43,9 @@ SERVICE = "containerd.task.v2.Task"
 SANDBOX_ID_ANNOTATION = "io.kubernetes.cri.sandbox-id"
 
 
-def _pb() -> Any:
-    from inclavare.shim.proto import shim_pb2
-
-    return shim_pb2
-
-
-def _events() -> Any:
-    from inclavare.shim.proto import events_pb2
-
-    return events_pb2
-
-
-def _set_time(timestamp: Any, when: float | None) -> None:
-    if when is not None:
-        timestamp.FromNanoseconds(int(when * 1e9))
+def _stamp(when: float | None) -> messages.Timestamp:
+    """A Timestamp of when (seconds since the epoch), or an unset one."""
+    return messages.Timestamp() if when is None else messages.Timestamp.at(int(when * 1e9))
 
 
 class Process:
@@ -109,9 +97,7 @@ def runtime_options(type_url: str, value: bytes) -> dict[str, Any]:
     other runtime_type it sends runtimeoptions.v1.Options{type_url=1, config_path=2}, whose
     ConfigPath names a TOML file: that file may set the same keys."""
     if type_url.endswith(RUNC_OPTIONS):
-        from inclavare.shim.proto import runc_options_pb2
-
-        parsed = runc_options_pb2.Options.FromString(value)
+        parsed = messages.RuncOptions.FromString(value)
         return {
             "binary_name": str(parsed.binary_name),
             "root": str(parsed.root),
@@ -145,6 +131,7 @@ def _options_file(path: str) -> dict[str, Any]:
         ("Root", "root", str),
         ("NoPivotRoot", "no_pivot_root", bool),
         ("NoNewKeyring", "no_new_keyring", bool),
+        ("SigningKey", "signing_key", str),
     ):
         if key in table:
             if not isinstance(table[key], kind):
@@ -219,11 +206,9 @@ class TaskService:
 
     def _wrap(self, method: Callable[[Any], Any], request_type: str) -> Handler:
         def handler(payload: bytes) -> bytes:
-            from google.protobuf.message import DecodeError
-
             try:
-                request = getattr(_pb(), request_type).FromString(payload)
-            except DecodeError as error:
+                request = getattr(messages, request_type).FromString(payload)
+            except ttrpc.DecodeError as error:
                 raise RpcError(ttrpc.INVALID_ARGUMENT, f"{request_type}: {error}") from None
             started = time.monotonic()
             try:
@@ -256,12 +241,9 @@ class TaskService:
         return process
 
     def _publish(self, topic: str, name: str, **values: Any) -> None:
-        message = getattr(_events(), name)()
+        message = messages.EVENTS[name]()
         for key, value in values.items():
-            if key == "exited_at":
-                _set_time(message.exited_at, value)
-            else:
-                setattr(message, key, value)
+            setattr(message, key, _stamp(value) if key == "exited_at" else value)
         self.publisher.publish(topic, f"containerd.events.{name}", message.SerializeToString())
 
     # --- exits -------------------------------------------------------------------------------
@@ -340,6 +322,9 @@ class TaskService:
             if mounts:
                 mount_all(mounts, container.rootfs)
                 container.rootfs_mounted = True
+            carrier_name = carrier.requested(_read_config(bundle))
+            if carrier_name is not None:
+                carrier.convert(bundle, carrier_name, str(options.get("signing_key", "")))
             process.io = ProcessIO(process.stdin, process.stdout, process.stderr, process.terminal)
             pid_file = os.path.join(bundle, "init.pid")
             runtime.create(
@@ -363,13 +348,13 @@ class TaskService:
             if isinstance(error, OSError):
                 raise RpcError(ttrpc.UNKNOWN, f"create {container_id}: {error}") from None
             raise
-        event_io = _events().TaskIO(
+        event_io = messages.TaskIO(
             stdin=process.stdin,
             stdout=process.stdout,
             stderr=process.stderr,
             terminal=process.terminal,
         )
-        created = _events().TaskCreate(
+        created = messages.TaskCreate(
             container_id=container_id, bundle=bundle, io=event_io, pid=pid
         )
         created.rootfs.extend(request.rootfs)
@@ -380,7 +365,7 @@ class TaskService:
             )
             self._started(process, pid)
         self.oom.watch(container_id, pid)
-        return _pb().CreateTaskResponse(pid=pid)
+        return messages.CreateTaskResponse(pid=pid)
 
     def start(self, request: Any) -> Any:
         with self.lock:
@@ -406,7 +391,7 @@ class TaskService:
                     process.starting = False
                     if process.pending_exit is not None:
                         self._exited(process, process.pending_exit)
-            return _pb().StartResponse(pid=process.pid)
+            return messages.StartResponse(pid=process.pid)
         try:
             pid = self._start_exec(container, process)
         finally:
@@ -414,7 +399,7 @@ class TaskService:
                 process.starting = False
                 if process.pending_exit is not None:
                     self._exited(process, process.pending_exit)
-        return _pb().StartResponse(pid=pid)
+        return messages.StartResponse(pid=pid)
 
     def _start_exec(self, container: Container, process: Process) -> int:
         spec_file = os.path.join(container.bundle, f".exec-{process.exec_id}.json")
@@ -481,7 +466,7 @@ class TaskService:
                     raise RpcError(ttrpc.FAILED_PRECONDITION, f"process {process.id} is running")
                 container.execs.pop(process.exec_id, None)
             _drain_and_close(process)
-            return _pb().DeleteResponse(
+            return messages.DeleteResponse(
                 pid=process.pid, exit_status=process.exit_status, **_exited_at(process)
             )
         with self.lock:
@@ -519,7 +504,7 @@ class TaskService:
                 exit_status=process.exit_status,
                 exited_at=process.exited_at,
             )
-        return _pb().DeleteResponse(
+        return messages.DeleteResponse(
             pid=process.pid, exit_status=process.exit_status, **_exited_at(process)
         )
 
@@ -528,7 +513,7 @@ class TaskService:
         status = process.status
         if not process.exec_id and process.container.paused and status == RUNNING:
             status = PAUSED
-        response = _pb().StateResponse(
+        return messages.StateResponse(
             id=process.id,
             bundle=process.container.bundle,
             pid=process.pid,
@@ -539,21 +524,18 @@ class TaskService:
             terminal=process.terminal,
             exit_status=process.exit_status,
             exec_id=process.exec_id,
+            exited_at=_stamp(process.exited_at),
         )
-        _set_time(response.exited_at, process.exited_at)
-        return response
 
     def pids(self, request: Any) -> Any:
-        from inclavare.shim.proto import runc_options_pb2, task_pb2
-
         container = self._container(request.id)
         listed = container.runtime.ps(container.id)
         exec_ids = {p.pid: p.exec_id for p in container.execs.values() if p.pid}
-        response = _pb().PidsResponse()
+        response = messages.PidsResponse()
         for pid in listed:
-            info = task_pb2.ProcessInfo(pid=pid)
+            info = messages.ProcessInfo(pid=pid)
             if pid in exec_ids:
-                details = runc_options_pb2.ProcessDetails(exec_id=exec_ids[pid])
+                details = messages.ProcessDetails(exec_id=exec_ids[pid])
                 info.info.type_url = PROCESS_DETAILS
                 info.info.value = details.SerializeToString()
             response.processes.append(info)
@@ -603,16 +585,16 @@ class TaskService:
     def wait(self, request: Any) -> Any:
         process = self._process(request.id, request.exec_id)
         process.exited.wait()
-        response = _pb().WaitResponse(exit_status=process.exit_status)
-        _set_time(response.exited_at, process.exited_at)
-        return response
+        return messages.WaitResponse(
+            exit_status=process.exit_status, exited_at=_stamp(process.exited_at)
+        )
 
     def stats(self, request: Any) -> Any:
         from inclavare.shim.metrics import metrics_v1
 
         container = self._container(request.id)
         data = container.runtime.stats(container.id)
-        response = _pb().StatsResponse()
+        response = messages.StatsResponse()
         response.stats.type_url = METRICS
         response.stats.value = metrics_v1(data)
         return response
@@ -620,7 +602,7 @@ class TaskService:
     def connect(self, request: Any) -> Any:
         container = self.containers.get(request.id)
         task_pid = container.init.pid if container is not None else 0
-        return _pb().ConnectResponse(shim_pid=os.getpid(), task_pid=task_pid)
+        return messages.ConnectResponse(shim_pid=os.getpid(), task_pid=task_pid)
 
     def shutdown(self, request: Any) -> None:
         if self.containers and not request.now:
@@ -640,13 +622,18 @@ def _drain_and_close(process: Process) -> None:
 
 
 def _exited_at(process: Process) -> dict[str, Any]:
-    if process.exited_at is None:
-        return {}
-    from google.protobuf.timestamp_pb2 import Timestamp
+    return {"exited_at": _stamp(process.exited_at)}
 
-    stamp = Timestamp()
-    stamp.FromNanoseconds(int(process.exited_at * 1e9))
-    return {"exited_at": stamp}
+
+def _read_config(bundle: str) -> dict[str, Any]:
+    from inclavare import lightjson
+
+    try:
+        with open(os.path.join(bundle, "config.json"), "rb") as config:
+            found = lightjson.loads(config.read())
+    except (OSError, ValueError) as error:
+        raise RpcError(ttrpc.INVALID_ARGUMENT, f"{bundle}/config.json: {error}") from None
+    return found if isinstance(found, dict) else {}
 
 
 def _read_pid(path: str) -> int:

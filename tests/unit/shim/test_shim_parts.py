@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from inclavare.linux.constants import MS_BIND, MS_NOSUID, MS_RDONLY, MS_REC
-from inclavare.shim.daemon import delete_response, group_id, socket_path
+from inclavare.shim.cleanup import delete_response
+from inclavare.shim.daemon import group_id, socket_path
 from inclavare.shim.events import any_bytes, forward_request
 from inclavare.shim.metrics import metrics_v1
 from inclavare.shim.mounts import parse_options
@@ -161,3 +162,48 @@ def test_the_memory_cgroup_of_this_process() -> None:
     found = memory_cgroup(os.getpid())
     assert found is None or os.path.isfile(os.path.join(found, "memory.oom_control"))
     assert memory_cgroup(2**22 + 1) is None  # no such process
+
+
+def test_the_carrier_is_asked_for_in_the_process_environment() -> None:
+    from inclavare.shim import carrier
+
+    assert carrier.requested({"process": {"env": ["PATH=/bin", "RUNE_CARRIER=wasm"]}}) == "wasm"
+    assert carrier.requested({"process": {"env": ["PATH=/bin"]}}) is None
+    assert carrier.requested({"process": {"env": "RUNE_CARRIER=wasm"}}) is None
+    assert carrier.requested({}) is None
+
+
+def test_an_unknown_carrier_is_named(tmp_path: Path) -> None:
+    from inclavare.shim import carrier
+    from inclavare.shim.ttrpc_server import RpcError
+
+    with pytest.raises(RpcError, match=r"RUNE_CARRIER='sgx': unknown carrier \(known: native"):
+        carrier.convert(str(tmp_path), "sgx", "")
+
+
+def test_events_through_the_publish_binary(tmp_path: Path) -> None:
+    """Without TTRPC_ADDRESS, events go through `<publish-binary> --address A publish
+    --topic T --namespace NS` with the Any on standard input. Run in a process of its own:
+    the shim's reaper waits for every child of the process it runs in."""
+    import subprocess
+    import sys
+
+    received = tmp_path / "received"
+    binary = tmp_path / "publish"
+    binary.write_text(f'#!/bin/sh\necho "$@" >> {received}.args\ncat >> {received}\n')
+    binary.chmod(0o755)
+    script = (
+        "from inclavare.shim.events import Publisher\n"
+        "from inclavare.shim.reaper import Reaper\n"
+        f"publisher = Publisher('ns', '/run/c.sock', {str(binary)!r}, '', print, Reaper())\n"
+        "publisher.publish('/tasks/oom', 'containerd.events.TaskOOM', b'\\n\\x01c')\n"
+        "publisher.close()\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    from google.protobuf import any_pb2
+
+    args = (tmp_path / "received.args").read_text().split()
+    expected = "--address /run/c.sock publish --topic /tasks/oom --namespace ns"
+    assert args == expected.split()
+    packed = any_pb2.Any.FromString(received.read_bytes())
+    assert packed.type_url == "containerd.events.TaskOOM" and packed.value == b"\n\x01c"
