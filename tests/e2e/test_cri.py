@@ -24,6 +24,7 @@ import grpc
 import pytest
 import yaml
 
+from inclavare.cli.enclave_sign import main as enclave_sign
 from inclavare.k8s.installer import SHIM_PATH, add_runtime
 from tests.e2e.cri import CriClient, compile_messages
 from tests.e2e.daemons import Containerd, launch_containerd, processes_mentioning
@@ -83,7 +84,13 @@ def cri_config(directory: Path, shim: Path) -> str:
     )
     installed = add_runtime(base, "config.toml")
     assert f'"{SHIM_PATH}"' in installed
-    return installed.replace(f'"{SHIM_PATH}"', f'"{shim}"')
+    # the operator's runtime options for the shim (its carrier's signing key), as
+    # docs/containerd-shim.md shows them
+    options = (
+        '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.rune.options]\n'
+        f'  ConfigPath = "{directory}/rune.toml"\n'
+    )
+    return installed.replace(f'"{SHIM_PATH}"', f'"{shim}"') + options
 
 
 class Node:
@@ -230,6 +237,10 @@ def node(
     busybox.mkdir()
     converted = build_converted_archive(busybox)
     messages = compile_messages(images)
+    key = directory / "containerd" / "signing-key.pem"
+    key.parent.mkdir()
+    assert enclave_sign(["genkey", str(key)]) == 0
+    (directory / "containerd" / "rune.toml").write_text(f'SigningKey = "{key}"\n')
     containerd = launch_containerd(
         directory / "containerd",
         cri_config(directory / "containerd", launchers / SHIM),
@@ -368,6 +379,35 @@ def test_a_tampered_enclave_image_is_refused_with_the_reason(node: Node) -> None
     node.cri.runtime("RemoveContainer", container_id=container)
     node.remove_pod(pod)
     node.assert_nothing_left(pod, container)
+
+
+def test_the_carrier_runs_an_ordinary_image_as_an_enclave(node: Node, busybox: str) -> None:
+    """RUNE_CARRIER in the container's environment (a pod spec's `env`): the shim converts
+    the ordinary image's bundle into a signed sim enclave at create."""
+    node.require_exit_handling()
+    pod, sandbox = node.run_pod("carrier")
+    carried = node.create(
+        pod,
+        sandbox,
+        "carried",
+        busybox,
+        ["/bin/busybox", "echo", "carried"],
+        env={"RUNE_CARRIER": "native"},
+    )
+    node.cri.runtime("StartContainer", container_id=carried)
+    status = node.wait_for_state(carried, node.m.CONTAINER_EXITED)
+    assert status.exit_code == 0, status.message
+    assert node.log("carrier", "carried") == ["carried"]
+    unknown = node.create(
+        pod, sandbox, "unknown", busybox, ["/bin/busybox", "true"], env={"RUNE_CARRIER": "sgx2"}
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        node.cri.runtime("StartContainer", container_id=unknown)
+    assert "RUNE_CARRIER='sgx2': unknown carrier (known: native, wasm)" in refused.value.details()
+    for container in (carried, unknown):
+        node.cri.runtime("RemoveContainer", container_id=container)
+    node.remove_pod(pod)
+    node.assert_nothing_left(pod, carried, unknown)
 
 
 def test_an_unknown_runtime_handler_is_refused(node: Node) -> None:
