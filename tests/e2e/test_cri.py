@@ -51,6 +51,16 @@ SHIM_KILL_BUG = (
 )
 
 
+# containerd 1.6 replaces its default runtimes table by the file's: a config.toml that names
+# no runtime of its own (Debian's packaged one) and gets only the installer's rune block
+# leaves the CRI plugin without its default runtime runc, and the plugin does not load.
+INSTALLER_RUNC_BUG = (
+    "inclavare-node-installer: on a config.toml without a runtimes table (Debian's own), the "
+    "rune block leaves the CRI plugin without runc, its default_runtime_name, and it fails"
+)
+PACKAGED_CONFIG = Path("/etc/containerd/config.toml")
+
+
 def runtime_class_handler() -> str:
     handler = yaml.safe_load(RUNTIME_CLASS.read_text())["handler"]
     assert isinstance(handler, str)
@@ -435,3 +445,37 @@ def test_a_failed_rune_create_reaches_the_cri_client(node: Node, busybox: str) -
     node.cri.runtime("RemoveContainer", container_id=executed)
     node.remove_pod(pod)
     node.assert_nothing_left(pod, container, executed)
+
+
+@pytest.mark.xfail(strict=True, reason=INSTALLER_RUNC_BUG)
+def test_the_installer_on_the_packaged_config_keeps_the_cri_plugin(
+    node: Node, tmp_path: Path
+) -> None:
+    """The installer's block added to the config.toml Debian's containerd package ships
+    (its root, state and sockets moved into tmp_path): the CRI plugin still loads and has
+    both runc and rune."""
+    if not PACKAGED_CONFIG.exists() or "[plugins" not in PACKAGED_CONFIG.read_text():
+        pytest.skip(f"no packaged containerd configuration at {PACKAGED_CONFIG}")
+    text = PACKAGED_CONFIG.read_text().replace('"/var/lib/containerd/opt"', f'"{tmp_path}/opt"')
+    version, rest = text.split("\n", 1)
+    private = (
+        f'{version}\nroot = "{tmp_path}/root"\nstate = "{tmp_path}/state"\n'
+        f'[grpc]\n  address = "{tmp_path}/containerd.sock"\n{rest}'
+    )
+    daemon = launch_containerd(tmp_path, add_runtime(private, str(PACKAGED_CONFIG)))
+    client = CriClient(daemon.socket, node.m, timeout=20)
+    try:
+        try:
+            status = client.runtime("Status", verbose=True)
+        except grpc.RpcError as error:
+            failures = [
+                line
+                for line in (tmp_path / "containerd.log").read_text().splitlines()
+                if "failed to load plugin io.containerd.grpc.v1.cri" in line
+            ]
+            raise AssertionError(f"{error.details()}: {failures}") from None
+        runtimes = json.loads(status.info["config"])["containerd"]["runtimes"]
+        assert sorted(runtimes) == ["rune", "runc"]
+    finally:
+        client.close()
+        daemon.stop()
