@@ -9,6 +9,7 @@ sandbox image is a static pause program built with gcc and imported like any loc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -217,8 +218,10 @@ class Node:
         tasks = self.containerd.directory / "state" / "io.containerd.runtime.v2.task" / NAMESPACE
         with open("/proc/self/mountinfo") as mountinfo:
             mounts = [line.split()[4] for line in mountinfo]
+        cgroups = list(Path("/sys/fs/cgroup").glob(f"*/{NAMESPACE}"))
         for identifier in ids:
             assert not [point for point in mounts if identifier in point], identifier
+            assert not [path for path in cgroups if (path / identifier).exists()], identifier
             assert not Path(f"/run/containerd/rune/{NAMESPACE}/{identifier}").exists()
             assert not (tasks / identifier).exists()
 
@@ -273,6 +276,10 @@ def node(
     finally:
         client.close()
         containerd.stop()
+        # the parent cgroups the CRI plugin's cgroupsPath (/k8s.io/<id>) made rune create
+        for parent in Path("/sys/fs/cgroup").glob(f"*/{NAMESPACE}"):
+            with contextlib.suppress(OSError):  # still in use by another node's containers
+                parent.rmdir()
 
 
 @pytest.fixture(scope="module")
@@ -304,6 +311,7 @@ def test_kill_all_of_an_exited_container_answers_not_found(
     assert answer.returncode != 0
     assert "not found" in answer.stderr, answer.stderr
     assert not node.shim_pids()
+    assert not Path("/run/containerd/rune/rune-probe/probe").exists()
 
 
 def test_a_pod_through_the_rune_handler(node: Node, busybox: str) -> None:
