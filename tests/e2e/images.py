@@ -21,7 +21,10 @@ BUSYBOX = "/bin/busybox"
 def build_converted_archive(directory: Path) -> Path:
     """The busybox image of tests/unit/oci converted by `enclave-sign convert-image` into a
     signed sim enclave image (tag enclave, /etc trusted) and a tampered copy (tag tampered: a
-    layer on top changes /etc/passwd), as one OCI archive in directory."""
+    layer on top changes /etc/passwd), as one OCI archive in directory; the conversion's
+    measurements (`--json`) in directory/conversion.json."""
+    import contextlib
+
     from inclavare.cli.enclave_sign import main as enclave_sign
     from inclavare.oci.image import Layout, build_layer, write_layout
     from tests.unit.oci.layouts import busybox_layout
@@ -30,7 +33,8 @@ def build_converted_archive(directory: Path) -> Path:
     key = directory / "signing.pem"
     assert enclave_sign(["genkey", str(key)]) == 0
     argv = ["convert-image", f"{layout}:1", f"{layout}:enclave", "--key", str(key)]
-    assert enclave_sign([*argv, "--trusted", "/etc"]) == 0
+    with open(directory / "conversion.json", "w") as report, contextlib.redirect_stdout(report):
+        assert enclave_sign([*argv, "--trusted", "/etc", "--json"]) == 0
     signed = Layout.open(layout).image("enclave")
     passwd = b"root:x:0:0:root:/root:/bin/sh\nintruder:x:0:0::/:/bin/sh\n"
     write_layout(signed, layout, "tampered", build_layer({"/etc/passwd": passwd}))

@@ -113,6 +113,9 @@ class Node:
         self.m = messages
         self.logs = containerd.directory / "pods"
         self.exits_handled = True
+        self.rune = "rune"
+        self.sim = Path()
+        self.conversion: dict[str, Any] = {}
 
     def sandbox_config(self, name: str) -> Any:
         m = self.m
@@ -267,6 +270,9 @@ def node(
         containerd.ctr("images", "import", str(images / "pause.tar"))
         containerd.ctr("images", "import", "--base-name", CONVERTED, str(converted))
         node = Node(containerd, client, messages)
+        node.rune = rune_program
+        node.sim = directory / "sim"
+        node.conversion = json.loads((busybox / "conversion.json").read_text())
         probe = node.kill_all_answer(str(image_archive[0]))
         node.exits_handled = probe.returncode != 0 and "not found" in probe.stderr
         yield node
@@ -371,12 +377,24 @@ def test_the_exit_code_of_a_container(node: Node, busybox: str) -> None:
 def test_an_enclave_container_from_a_converted_image(node: Node) -> None:
     node.require_exit_handling()
     pod, sandbox = node.run_pod("enclave")
-    container = node.create(
-        pod, sandbox, "signed", f"{CONVERTED}:enclave", ["sh", "-c", "echo in enclave; env"]
-    )
+    script = 'trap "exit 0" TERM; echo in enclave; env; sleep 300 & wait'
+    container = node.create(pod, sandbox, "signed", f"{CONVERTED}:enclave", ["sh", "-c", script])
     node.cri.runtime("StartContainer", container_id=container)
-    status = node.wait_for_state(container, node.m.CONTAINER_EXITED)
-    assert status.exit_code == 0, status.message
+    node.wait_for_state(container, node.m.CONTAINER_RUNNING)
+    # rune's report of the enclave the CRI plugin started: the measurement of the conversion
+    report = subprocess.run(
+        [node.rune, "--root", f"/run/containerd/rune/{NAMESPACE}", "attest", container],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, INCLAVARE_SIM_DIR=str(node.sim)),
+    )
+    assert report.returncode == 0, report.stderr
+    attested = json.loads(report.stdout)
+    assert attested["mrenclave"] == node.conversion["mrenclave"]
+    assert attested["simulated"] is True
+    node.cri.runtime("StopContainer", container_id=container, timeout=20)
+    assert node.status(container).exit_code == 0
     output = node.log("enclave", "signed")
     assert output[0] == "in enclave"
     # the image's Env asks for a sim enclave; rune takes ENCLAVE_* out of an enclave's env
