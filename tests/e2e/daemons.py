@@ -100,9 +100,7 @@ def start_containerd(
     extra_config is appended to its config.toml; path, put in front of PATH, is where it
     finds shims (containerd-shim-<name>-v2) and they find their runtimes; variables are
     added to its environment (which its shims and runtimes inherit)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    config = directory / "config.toml"
-    config.write_text(
+    config = (
         "version = 2\n"
         f'root = "{directory}/root"\n'
         f'state = "{directory}/state"\n'
@@ -110,6 +108,19 @@ def start_containerd(
         "[grpc]\n"
         f'  address = "{directory}/containerd.sock"\n' + extra_config
     )
+    return launch_containerd(directory, config, path, variables)
+
+
+def launch_containerd(
+    directory: Path,
+    config: str,
+    path: list[str] | None = None,
+    variables: dict[str, str] | None = None,
+) -> Containerd:
+    """A containerd running `config` (written to directory/config.toml), which must keep
+    its root, state and sockets under directory; variables as for start_containerd."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.toml").write_text(config)
     environment = dict(os.environ, **(variables or {}))
     if path:
         environment["PATH"] = os.pathsep.join([*path, environment.get("PATH", "")])

@@ -18,6 +18,34 @@ from pathlib import Path
 BUSYBOX = "/bin/busybox"
 
 
+def build_converted_archive(directory: Path) -> Path:
+    """The busybox image of tests/unit/oci converted by `enclave-sign convert-image` into a
+    signed sim enclave image (tag enclave, /etc trusted) and a tampered copy (tag tampered: a
+    layer on top changes /etc/passwd), as one OCI archive in directory; the conversion's
+    measurements (`--json`) in directory/conversion.json."""
+    import contextlib
+
+    from inclavare.cli.enclave_sign import main as enclave_sign
+    from inclavare.oci.image import Layout, build_layer, write_layout
+    from tests.unit.oci.layouts import busybox_layout
+
+    layout = busybox_layout(directory)
+    key = directory / "signing.pem"
+    assert enclave_sign(["genkey", str(key)]) == 0
+    argv = ["convert-image", f"{layout}:1", f"{layout}:enclave", "--key", str(key)]
+    with open(directory / "conversion.json", "w") as report, contextlib.redirect_stdout(report):
+        assert enclave_sign([*argv, "--trusted", "/etc", "--json"]) == 0
+    signed = Layout.open(layout).image("enclave")
+    passwd = b"root:x:0:0:root:/root:/bin/sh\nintruder:x:0:0::/:/bin/sh\n"
+    write_layout(signed, layout, "tampered", build_layer({"/etc/passwd": passwd}))
+    archive = directory / "converted.tar"
+    with tarfile.open(archive, "w") as output:
+        for path in sorted(layout.rglob("*")):
+            if path.is_file():
+                output.add(path, str(path.relative_to(layout)))
+    return archive
+
+
 def _add_bytes(archive: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(data)
@@ -62,7 +90,19 @@ def _digest(data: bytes) -> str:
 
 def build_busybox_archive(path: Path, reference: str = "localhost/rune-test/busybox:1") -> str:
     """Write the image archive to path; returns the image's reference."""
-    layer = _layer()
+    return _write_archive(path, reference, _layer(), {"Cmd": ["sh"], "WorkingDir": "/"})
+
+
+def build_pause_archive(path: Path, program: Path, reference: str) -> str:
+    """Write an image archive whose only file is the static `program` at /pause, its
+    entrypoint (a pod sandbox's image); returns the image's reference."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as layer:
+        _add_bytes(layer, "pause", program.read_bytes(), 0o755)
+    return _write_archive(path, reference, buffer.getvalue(), {"Entrypoint": ["/pause"]})
+
+
+def _write_archive(path: Path, reference: str, layer: bytes, settings: dict[str, object]) -> str:
     layer_digest = _digest(layer)
     config = json.dumps(
         {
@@ -70,8 +110,7 @@ def build_busybox_archive(path: Path, reference: str = "localhost/rune-test/busy
             "os": "linux",
             "config": {
                 "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-                "Cmd": ["sh"],
-                "WorkingDir": "/",
+                **settings,
             },
             "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
             "history": [{"created_by": "tests/e2e/images.py"}],

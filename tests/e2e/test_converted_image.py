@@ -5,16 +5,13 @@ copy is refused at create, the reason reaching ctr."""
 from __future__ import annotations
 
 import os
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from inclavare.cli.enclave_sign import main as enclave_sign
-from inclavare.oci.image import Layout, build_layer, write_layout
 from tests.e2e.daemons import Containerd, start_containerd
-from tests.unit.oci.layouts import busybox_layout
+from tests.e2e.images import build_converted_archive
 
 pytestmark = pytest.mark.daemon
 BASE_NAME = "localhost/converted"
@@ -22,23 +19,7 @@ BASE_NAME = "localhost/converted"
 
 @pytest.fixture(scope="module")
 def converted_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The busybox image converted (tag enclave, /etc trusted) and a tampered copy (tag
-    tampered: a layer on top changes /etc/passwd), as one OCI archive."""
-    directory = tmp_path_factory.mktemp("converted")
-    layout = busybox_layout(directory)
-    key = directory / "signing.pem"
-    assert enclave_sign(["genkey", str(key)]) == 0
-    argv = ["convert-image", f"{layout}:1", f"{layout}:enclave", "--key", str(key)]
-    assert enclave_sign([*argv, "--trusted", "/etc"]) == 0
-    signed = Layout.open(layout).image("enclave")
-    passwd = b"root:x:0:0:root:/root:/bin/sh\nintruder:x:0:0::/:/bin/sh\n"
-    write_layout(signed, layout, "tampered", build_layer({"/etc/passwd": passwd}))
-    archive = directory / "converted.tar"
-    with tarfile.open(archive, "w") as output:
-        for path in sorted(layout.rglob("*")):
-            if path.is_file():
-                output.add(path, str(path.relative_to(layout)))
-    return archive
+    return build_converted_archive(tmp_path_factory.mktemp("converted"))
 
 
 @pytest.fixture(scope="module")

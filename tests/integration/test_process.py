@@ -11,6 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.integration.conftest import Bundle, LeakCheck, Rune
 
 
@@ -87,6 +89,22 @@ def test_capabilities(rune: Rune, bundle: Bundle, leaks: LeakCheck) -> None:
 def test_oom_score_adj(rune: Rune, bundle: Bundle, leaks: LeakCheck) -> None:
     bundle.config["process"]["oomScoreAdj"] = 321
     assert run_output(rune, bundle, leaks, "cat /proc/self/oom_score_adj").strip() == "321"
+
+
+def test_an_oom_score_adj_that_cannot_be_set_is_named(
+    rune: Rune, bundle: Bundle, leaks: LeakCheck
+) -> None:
+    """Lowering oom_score_adj needs CAP_SYS_RESOURCE, which root lacks on some machines
+    (containerd's CRI plugin asks for -998 for a pod's sandbox)."""
+    cap_sys_resource = 1 << 24
+    effective = int(status_field(Path("/proc/self/status").read_text(), "CapEff"), 16)
+    if effective & cap_sys_resource:
+        pytest.skip("root has CAP_SYS_RESOURCE here: any oom_score_adj can be set")
+    bundle.config["process"]["oomScoreAdj"] = -998
+    bundle.set_args("true").write()
+    result = rune("run", "-b", str(bundle.path), leaks.new_id(), check=False)
+    assert result.returncode != 0
+    assert "oom_score_adj -998: Permission denied" in result.stderr
 
 
 def test_session_keyring(rune: Rune, bundle: Bundle, leaks: LeakCheck) -> None:

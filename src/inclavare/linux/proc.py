@@ -27,8 +27,12 @@ def is_alive(pid: int, start_time: int) -> bool:
 
 
 def set_oom_score_adj(pid: int | str, value: int) -> None:
-    with open(f"/proc/{pid}/oom_score_adj", "w") as adj_file:
-        adj_file.write(str(value))
+    # lowering it needs CAP_SYS_RESOURCE, which root lacks on some machines: say what failed
+    try:
+        with open(f"/proc/{pid}/oom_score_adj", "w") as adj_file:
+            adj_file.write(str(value))
+    except OSError as error:
+        raise OSError(error.errno, f"oom_score_adj {value}: {error.strerror}") from None
 
 
 def close_fds_from(first: int) -> None:
