@@ -495,7 +495,7 @@ def test_the_installer_on_the_packaged_config_keeps_the_cri_plugin(
             ]
             raise AssertionError(f"{error.details()}: {failures}") from None
         runtimes = json.loads(status.info["config"])["containerd"]["runtimes"]
-        assert sorted(runtimes) == ["rune", "runc"]
+        assert sorted(runtimes) == ["runc", "rune"]
     finally:
         client.close()
         daemon.stop()
