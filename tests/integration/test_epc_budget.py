@@ -146,3 +146,30 @@ def test_invalid_budget_is_refused_at_create(
         f"invalid enclave EPC limit {value!r} (ENCLAVE_EPC_LIMIT_MIB): a whole number of MiB "
         "between 1 and 1099511627776"
     )
+
+
+def test_update_cannot_lift_the_memory_limit_above_the_budget(
+    rune: Rune, bundle: Bundle, leaks: LeakCheck, tmp_path: Path
+) -> None:
+    enclave(bundle, "builtin:native").set_args("sleep", "60")
+    bundle.config["process"]["env"].append("ENCLAVE_EPC_LIMIT_MIB=64")
+    bundle.write()
+    container_id = leaks.new_id()
+    rune.detached("run", "-d", "-b", str(bundle.path), container_id, output=tmp_path / "out")
+    try:
+        for flags, shown in (
+            (["--memory", "128m"], f"{128 * MIB} bytes"),
+            (["--memory", "-1"], "unlimited"),
+        ):
+            refused = rune("update", *flags, container_id, check=False)
+            assert refused.returncode == 1
+            assert error_line(refused.stderr) == (
+                f"memory limit {shown} exceeds the EPC budget of enclave container "
+                f"{container_id} (64 MiB)"
+            )
+            assert memory_limit(container_id) == 64 * MIB
+        rune("update", "--memory", "32m", "--memory-swap", "32m", container_id)
+        assert memory_limit(container_id) == 32 * MIB
+    finally:
+        rune("delete", "--force", container_id)
+    leaks.assert_clean(container_id)

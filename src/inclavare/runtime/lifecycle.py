@@ -183,10 +183,29 @@ def update(container: Container, changes: dict[str, Any]) -> None:
         status = container.status()
         if status in (STOPPED, CREATING):
             raise ContainerError(f"container {container.id} is {status}: nothing to update")
+        _check_epc_budget(container, changes)
         leaves = container.record.get("cgroup_dirs_leaf", [])
         current = container.record.get("resources") or {}
         container.record["resources"] = update_resources(leaves, current, changes)
         container.save()
+
+
+def _check_epc_budget(container: Container, changes: dict[str, Any]) -> None:
+    """A sim enclave's memory stays within its EPC budget: an update may lower the limit,
+    not lift it above the budget (nor remove it)."""
+    enclave = container.record.get("enclave") or {}
+    budget = enclave.get("epc_limit_mib")
+    memory = changes.get("memory")
+    if budget is None or enclave.get("type") != "sim" or not isinstance(memory, dict):
+        return
+    for key in ("limit", "swap"):
+        value = memory.get(key)
+        if isinstance(value, int) and (value < 0 or value > budget << 20):
+            shown = "unlimited" if value < 0 else f"{value} bytes"
+            raise ContainerError(
+                f"memory {key} {shown} exceeds the EPC budget of enclave container "
+                f"{container.id} ({budget} MiB)"
+            )
 
 
 def wait_for_exit(container: Container) -> int:
