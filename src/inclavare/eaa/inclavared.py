@@ -304,7 +304,7 @@ class Inclavared:
                     messages = list(reader.feed(data))
                 except protocol.ProtocolError as error:
                     raise SessionEnded(f"verifier: {error}", "protocol-error") from None
-                for index, message in enumerate(messages):
+                for message in messages:
                     if message.type == "get-evidence":
                         name = message.text("enclave") or next(iter(self.enclaves))
                         if upstream is not None and name != enclave:
@@ -324,12 +324,9 @@ class Inclavared:
                             enclave = next(iter(self.enclaves))
                             upstream = await self._connect(number, enclave)
                         await self._relay(session, upstream, upstream_reader, message)
-                        rest = b"".join(protocol.encode(m) for m in messages[index + 1 :])
+                        # The reader stops at `connect`: what follows is application data.
                         await self._join(
-                            session,
-                            upstream,
-                            rest + reader.take_rest(),
-                            upstream_reader.take_rest(),
+                            session, upstream, reader.take_rest(), upstream_reader.take_rest()
                         )
                         return upstream
                     else:
