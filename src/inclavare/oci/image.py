@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from inclavare.errors import InclavareError
+from inclavare.oci import paths
 
 LAYOUT_FILE = "oci-layout"
 LAYOUT_VERSION = "1.0.0"
@@ -73,7 +74,6 @@ LAYER_TYPES = {
 # Index, manifest and config blobs are JSON documents of modest size.
 MAX_DOCUMENT = 4 << 20
 MAX_NESTING = 4
-MAX_SYMLINKS = 40  # as inclavare.tee.sim.files
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 CHUNK = 1 << 20
@@ -481,20 +481,6 @@ def member_parts(name: str, layer: str) -> list[str]:
     return parts
 
 
-def normalise(path: str) -> str:
-    """`path` as an absolute path without '.', '..' or empty components ('..' stops at /)."""
-    parts: list[str] = []
-    for part in path.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if parts:
-                parts.pop()
-            continue
-        parts.append(part)
-    return "/" + "/".join(parts)
-
-
 class ImageFileSystem:
     """The final file system of an image's layers, read without extracting them."""
 
@@ -609,35 +595,22 @@ class ImageFileSystem:
 
     def lookup(self, path: str) -> Node | None:
         """The node at `path`, following no symbolic link."""
-        return self._node([part for part in normalise(path).split("/") if part])
+        return self._node([part for part in paths.normalise(path).split("/") if part])
 
     def resolve(self, path: str) -> str:
         """`path` with every symbolic link resolved inside the image."""
-        pending = [part for part in normalise(path).split("/") if part]
-        resolved: list[str] = []
-        links = 0
-        while pending:
-            part = pending.pop(0)
-            if part in ("", "."):
-                continue
-            if part == "..":
-                if resolved:
-                    resolved.pop()
-                continue
-            parent = self._node(resolved)
+
+        def link_target(parts: list[str]) -> str | None:
+            parent = self._node(parts[:-1])
             if parent is not None and parent.kind != DIRECTORY:
                 raise ImageError(f"cannot examine {path}: Not a directory")
-            node = self._node([*resolved, part])
-            if node is None or node.kind != SYMLINK:
-                resolved.append(part)
-                continue
-            links += 1
-            if links > MAX_SYMLINKS:
-                raise ImageError(f"too many symbolic links resolving {path}")
-            if node.target.startswith("/"):
-                resolved = []
-            pending = node.target.split("/") + pending
-        return "/" + "/".join(resolved)
+            node = self._node(parts)
+            return node.target if node is not None and node.kind == SYMLINK else None
+
+        try:
+            return "/" + "/".join(paths.resolve(path, link_target))
+        except paths.TooManyLinks as error:
+            raise ImageError(str(error)) from None
 
     def kind(self, path: str) -> str | None:
         """FILE, DIRECTORY, SYMLINK, OTHER or None (absent), following no link."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from inclavare.oci import paths
 from inclavare.tee.sim.errors import LaunchRefused, MalformedStructure, SimError
 from inclavare.tee.sim.launch import LaunchedEnclave, check_launch
 from inclavare.tee.sim.measurement import Manifest, RuntimeIdentity, TrustedFile, normalise_path
@@ -30,7 +31,6 @@ from inclavare.tee.sim.sigstruct import (
 
 # Where an enclave's signature file lives, relative to the root file system.
 SIGNATURE_PATH = ".inclavare/enclave.sig"
-MAX_SYMLINKS = 40
 
 
 class TrustedFileError(SimError):
@@ -68,35 +68,21 @@ def resolve_in_root(root: str | os.PathLike[str], path: str) -> Path:
 
 
 def _resolve_parts(root_path: Path, path: str) -> list[str]:
-    pending = normalise_path(path).split("/")[1:]
-    resolved: list[str] = []
-    links = 0
-    while pending:
-        part = pending.pop(0)
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = root_path.joinpath(*resolved, part)
+    def link_target(parts: list[str]) -> str | None:
+        candidate = root_path.joinpath(*parts)
         try:
-            is_link = stat.S_ISLNK(os.lstat(candidate).st_mode)
+            if not stat.S_ISLNK(os.lstat(candidate).st_mode):
+                return None
+            return os.readlink(candidate)
         except FileNotFoundError:
-            is_link = False
+            return None
         except OSError as error:
             raise TrustedFileError(f"cannot examine {path}: {error.strerror}") from None
-        if not is_link:
-            resolved.append(part)
-            continue
-        links += 1
-        if links > MAX_SYMLINKS:
-            raise TrustedFileError(f"too many symbolic links resolving {path}")
-        target = os.readlink(candidate)
-        if target.startswith("/"):
-            resolved = []
-        pending = target.split("/") + pending
-    return resolved
+
+    try:
+        return paths.resolve(path, link_target)
+    except paths.TooManyLinks as error:
+        raise TrustedFileError(str(error)) from None
 
 
 class HostTree:

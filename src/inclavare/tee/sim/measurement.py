@@ -22,6 +22,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from inclavare.oci import paths
 from inclavare.tee.sim.errors import MalformedStructure
 
 MAGIC = b"INCLAVARE-MEAS-1"
@@ -98,16 +99,8 @@ def normalise_path(path: str) -> str:
     """An absolute, normalised form of `path` inside the root file system ('..' stops at /).
 
     The root itself comes out as "/"."""
-    parts: list[str] = []
-    for part in path.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if parts:
-                parts.pop()
-            continue
-        parts.append(part)
-    return check_path("/" + "/".join(parts)) if parts else "/"
+    normalised = paths.normalise(path)
+    return check_path(normalised) if normalised != "/" else "/"
 
 
 @dataclass(frozen=True)
