@@ -46,6 +46,7 @@ from inclavare.tee.sim.sigstruct import (
 
 MATERIAL_SIZE = 256
 MAX_BODY = 16 * 1024
+DRAIN_LIMIT = 64 * 1024
 TIMEOUT = 10.0
 SIGN_PATH = "/api/v1/signature/pkcs1"
 PUBLIC_KEY_PATH = "/api/v1/signature/public-key"
@@ -206,6 +207,10 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.started = time.monotonic()
 
+    def parse_request(self) -> bool:
+        self._body_read = False
+        return super().parse_request()
+
     def log_message(self, format: str, *args: Any) -> None:
         # every answer is logged once, by _answer; http.server's own lines would repeat it
         pass
@@ -249,6 +254,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_DELETE = do_PATCH = do_PUT
 
+    def _discard_body(self) -> None:
+        if self._body_read:
+            return
+        self._body_read = True
+        length = self.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) <= DRAIN_LIMIT:
+            try:
+                self.rfile.read(int(length))
+            except OSError:
+                pass
+
     def _body(self) -> bytes | None:
         if self.headers.get("Transfer-Encoding"):
             self._answer(411, {"error": "a Content-Length is required (no chunked bodies)"})
@@ -261,6 +277,7 @@ class _Handler(BaseHTTPRequestHandler):
         if length > MAX_BODY:
             self._answer(413, {"error": f"the body is {length} bytes; at most {MAX_BODY}"})
             return None
+        self._body_read = True
         body = self.rfile.read(length)
         if len(body) != length:
             self.close_connection = True
@@ -270,7 +287,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, status: int, document: dict[str, Any], allow: str = "") -> None:
         data = json.dumps(document).encode() + b"\n"
         if status >= 400:
-            # after an error the rest of what the client sent is not read
+            # the connection ends after an error; a body the client is still sending is
+            # read first (up to a bound), or closing on it would reset the connection and
+            # lose the answer
+            self._discard_body()
             self.close_connection = True
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -280,7 +300,6 @@ class _Handler(BaseHTTPRequestHandler):
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(data)
         record: dict[str, Any] = {
             "client": self.client_address[0],
             "method": self.command,
@@ -294,6 +313,7 @@ class _Handler(BaseHTTPRequestHandler):
         if status >= 400:
             record["error"] = document.get("error", "")
         self.server.write_log(record)
+        self.wfile.write(data)
         self.started = time.monotonic()
 
 
