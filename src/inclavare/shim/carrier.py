@@ -160,13 +160,16 @@ class _Conversion:
         """The signer's identity for the cache, and how to make the signer (only on a miss:
         a cache hit needs neither the key nor the server)."""
         if self.settings.signature_method == "server":
-            from inclavare.shim.sign_client import server_signer
-
             server = self.settings.server
             assert server is not None
-            return f"server {server.address}", lambda: server_signer(
-                server, self.settings.accepted_signers
-            )
+
+            def ask() -> Any:
+                # ssl and http.client only on a miss
+                from inclavare.shim.sign_client import server_signer
+
+                return server_signer(server, self.settings.accepted_signers)
+
+            return f"server {server.address}", ask
         import hashlib
 
         path = self.signing_key or (
