@@ -200,6 +200,9 @@ def test_the_signing_server_signs_and_the_cache_spares_the_second_signature(
     assert broken.returncode != 0
     assert f"signing server {sign_server.address}: Connection refused" in broken.stderr
     assert not entry.exists()
+    containerd_log = (carrier_containerd.directory / "containerd.log").read_text()
+    assert "carrier cache: discarding" in containerd_log
+    assert "checksum mismatch (corrupted)" in containerd_log
     carrier_containerd.ctr("containers", "delete", "corrupt", check=False)
     assert_nothing_left(carrier_containerd, "corrupt")
 
