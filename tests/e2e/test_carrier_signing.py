@@ -170,6 +170,7 @@ def test_the_signing_server_signs_and_the_cache_spares_the_second_signature(
     image_archive: tuple[Path, str],
     sign_server: SignServerProcess,
     pki: Pki,
+    rune_program: str,
     tmp_path: Path,
 ) -> None:
     options = configure(tmp_path, server_config(tmp_path, sign_server.address, pki.ca))
@@ -189,6 +190,24 @@ def test_the_signing_server_signs_and_the_cache_spares_the_second_signature(
     assert signature.sigstruct.mr_signer.hex() == mr_signer_of_key(pki)
     env = json.loads((bundle / "config.json").read_text())["process"]["env"]
     assert "ENCLAVE_TYPE=sim" in env and "ENCLAVE_RUNTIME_PATH=builtin:native" in env
+    # rune's report of the running enclave names the server's key
+    report = subprocess.run(
+        [
+            rune_program,
+            "--root",
+            f"/run/containerd/rune/{carrier_containerd.namespace}",
+            "attest",
+            "cached",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, INCLAVARE_SIM_DIR=str(carrier_containerd.directory / "sim")),
+    )
+    assert report.returncode == 0, report.stderr
+    attested = json.loads(report.stdout)
+    assert attested["mrsigner"] == mr_signer_of_key(pki)
+    assert attested["mrenclave"] == signature.sigstruct.enclave_hash.hex()
     remove(carrier_containerd, "cached")
     log = sign_server.stop()
     signed = [record for record in log if record.get("path") == "/api/v1/signature/pkcs1"]
