@@ -100,8 +100,8 @@ def request(
         raise
     except TimeoutError:
         raise SigningServerError(f"{where}: no answer within {server.timeout:g}s") from None
-    except ssl.SSLError as error:
-        raise SigningServerError(f"{where}: TLS: {_reason(error)}") from None
+    except (ssl.SSLError, ConnectionResetError, BrokenPipeError) as error:
+        raise SigningServerError(f"{where}: {_tls_failure(error, server)}") from None
     except (OSError, http.client.HTTPException) as error:
         raise SigningServerError(f"{where}: {_reason(error)}") from None
     finally:
@@ -146,6 +146,25 @@ def server_signer(server: SignatureServer, accepted: tuple[bytes, ...] = ()) -> 
         return signature, modulus
 
     return sign
+
+
+def _tls_failure(error: BaseException, server: SignatureServer) -> str:
+    """What a TLS failure after the handshake started means. With TLS 1.3 a server that
+    refuses the client's certificate says so after the client's side of the handshake is
+    done: the client reads either the alert or, if the server closed first, an EOF."""
+    reason = _reason(error)
+    presented = server.client_certificate is not None
+    if "CERTIFICATE_REQUIRED" in reason:
+        return "the server requires a client certificate" + (
+            " and refused this one" if presented else " (none is configured)"
+        )
+    if isinstance(error, (ssl.SSLEOFError, ConnectionResetError, BrokenPipeError)):
+        return "the server closed the connection during TLS (" + (
+            "it refused the client certificate?)"
+            if presented
+            else "it requires a client certificate? none is configured)"
+        )
+    return f"TLS: {reason}"
 
 
 def _reason(error: BaseException) -> str:
