@@ -11,7 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -82,6 +82,12 @@ class SignServerProcess:
 
 @pytest.fixture
 def sign_server(pki: Pki, rune_program: str) -> Iterator[SignServerProcess]:
+    yield from start_sign_server(pki, rune_program)
+
+
+def start_sign_server(
+    pki: Pki, rune_program: str, *more: str
+) -> Generator[SignServerProcess, None, None]:
     program = Path(rune_program).parent / "rune-sign-server"
     if not program.exists():
         pytest.skip(f"rune-sign-server is not installed beside {rune_program}")
@@ -96,6 +102,7 @@ def sign_server(pki: Pki, rune_program: str) -> Iterator[SignServerProcess]:
             str(pki.server_certificate),
             "--tls-key",
             str(pki.server_key),
+            *more,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -224,6 +231,49 @@ def test_the_signing_server_signs_and_the_cache_spares_the_second_signature(
     assert "checksum mismatch (corrupted)" in containerd_log
     carrier_containerd.ctr("containers", "delete", "corrupt", check=False)
     assert_nothing_left(carrier_containerd, "corrupt")
+
+
+def test_mutual_tls_and_a_pinned_server_key_from_config_toml(
+    carrier_containerd: Containerd,
+    image_archive: tuple[Path, str],
+    pki: Pki,
+    rune_program: str,
+    tmp_path: Path,
+) -> None:
+    servers = start_sign_server(pki, rune_program, "--client-ca", str(pki.client_ca))
+    server = next(servers)
+    try:
+        common = (
+            "[enclave_runtime]\n"
+            'signature_method = "server"\n'
+            f'accepted_signers = ["{mr_signer_of_key(pki)}"]\n'
+            "[enclave_runtime.cache]\n"
+            f'directory = "{tmp_path}/cache"\n'
+            "[enclave_runtime.signature_server]\n"
+            f'address = "{server.address}"\n'
+            f'pinned_key_sha256 = "{pki.server_spki_sha256}"\n'
+        )
+        options = configure(tmp_path, common)
+        anonymous = run(carrier_containerd, options, image_archive[1], "anonymous", "/bin/true")
+        assert anonymous.returncode != 0
+        assert f"signing server {server.address}: the server " in anonymous.stderr
+        carrier_containerd.ctr("containers", "delete", "anonymous", check=False)
+        assert_nothing_left(carrier_containerd, "anonymous")
+        options = configure(
+            tmp_path,
+            common
+            + f'client_certificate = "{pki.client_certificate}"\n'
+            + f'client_key = "{pki.client_key}"\n',
+        )
+        node = run(carrier_containerd, options, image_archive[1], "node", "/bin/busybox", "true")
+        assert node.returncode == 0, node.stderr
+        assert_nothing_left(carrier_containerd, "node")
+        log = server.stop()
+        assert [record.get("client_certificate") for record in log if "status" in record] == [
+            "node-1"
+        ]
+    finally:
+        servers.close()
 
 
 def test_a_signing_server_that_is_down_fails_create_and_leaves_nothing(
