@@ -98,6 +98,7 @@ bench: install
 	$(VENV)/bin/python bench/image_measure.py
 	$(VENV)/bin/python bench/inclavared.py
 	$(VENV)/bin/python bench/shim.py
+	$(VENV)/bin/python bench/carrier.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache $(SYSCALLS_EXT) \

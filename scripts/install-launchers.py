@@ -27,6 +27,7 @@ PROGRAMS = {
     "inclavare-device-plugin": ("inclavare.cli.inclavare_device_plugin", False),
     "inclavare-node-installer": ("inclavare.cli.inclavare_node_installer", False),
     "containerd-shim-rune-v2": ("inclavare.cli.containerd_shim_rune_v2", True),
+    "rune-sign-server": ("inclavare.cli.rune_sign_server", False),
 }
 
 

@@ -252,7 +252,12 @@ def node(
     key = directory / "containerd" / "signing-key.pem"
     key.parent.mkdir()
     assert enclave_sign(["genkey", str(key)]) == 0
-    (directory / "containerd" / "rune.toml").write_text(f'SigningKey = "{key}"\n')
+    # the carrier's config.toml keeps its conversion cache in the test's directory
+    inclavare = directory / "containerd" / "inclavare.toml"
+    inclavare.write_text(f'[enclave_runtime.cache]\ndirectory = "{directory}/carrier-cache"\n')
+    (directory / "containerd" / "rune.toml").write_text(
+        f'SigningKey = "{key}"\nInclavareConfig = "{inclavare}"\n'
+    )
     containerd = launch_containerd(
         directory / "containerd",
         cri_config(directory / "containerd", launchers / SHIM),

@@ -40,12 +40,19 @@ def shim_containerd(
     if not os.access(launchers / SHIM, os.X_OK):
         pytest.skip(f"{SHIM} is not installed beside {rune_program}: run `make install`")
     directory = tmp_path_factory.mktemp("containerd-shim")
+    # the carrier's config.toml (its conversion cache) in the test's directory too
+    (directory / "inclavare.toml").write_text(
+        f'[enclave_runtime.cache]\ndirectory = "{directory}/carrier-cache"\n'
+    )
     daemon = start_containerd(
         directory,
         RUNTIME_CONFIG,
         path=[str(launchers)],
         # rune keeps the sim TEE's platform of enclave containers in the test's directory
-        variables={"INCLAVARE_SIM_DIR": f"{directory}/sim"},
+        variables={
+            "INCLAVARE_SIM_DIR": f"{directory}/sim",
+            "INCLAVARE_CONFIG": f"{directory}/inclavare.toml",
+        },
     )
     try:
         daemon.ctr("images", "import", str(image_archive[0]))

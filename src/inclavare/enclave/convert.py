@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,8 +182,11 @@ def convert_bundle(
     isv_prod_id: int = 0,
     isv_svn: int = 0,
     debug: bool = False,
+    sign: Callable[[Manifest], EnclaveSignature] | None = None,
 ) -> Conversion:
-    """Make the OCI bundle a signed sim enclave in place."""
+    """Make the OCI bundle a signed sim enclave in place. `sign`, when given, makes the
+    signature of the measured manifest (a cache in front of a signer, say) instead of
+    `key_pem`/`signer`."""
     path = Path(bundle)
     config_path = path / "config.json"
     config = _read_config(config_path)
@@ -206,7 +209,12 @@ def convert_bundle(
             f"{signature_directory} is a symbolic link: the signature is not written through it"
         )
     manifest, entrypoint = measure_program(str(rootfs), Program(args, env, cwd), runtime, trusted)
-    signature = sign_enclave_with(_signer(key_pem, signer), manifest, isv_prod_id, isv_svn, debug)
+    if sign is not None:
+        signature = sign(manifest)
+    else:
+        signature = sign_enclave_with(
+            _signer(key_pem, signer), manifest, isv_prod_id, isv_svn, debug
+        )
     try:
         write_signature(rootfs / SIGNATURE_PATH, signature)
     except OSError as error:
@@ -214,6 +222,38 @@ def convert_bundle(
             f"cannot write the signature into {rootfs}: {error.strerror}"
         ) from None
     process["env"] = enclave_env(env, runtime)
+    _write_config(config_path, config)
+    return Conversion(runtime, entrypoint, signature)
+
+
+def bundle_program(bundle: str | os.PathLike[str]) -> tuple[Path, Program]:
+    """The root file system of an OCI bundle and the program its config runs."""
+    path = Path(bundle)
+    config_path = path / "config.json"
+    config = _read_config(config_path)
+    process = config.get("process")
+    root = config.get("root")
+    root_path = root.get("path") if isinstance(root, dict) else None
+    if not isinstance(root_path, str) or not root_path or not isinstance(process, dict):
+        raise ConversionError(f"{config_path} has no root.path or no process")
+    args, env, cwd = process.get("args") or [], process.get("env") or [], process.get("cwd") or "/"
+    if not _strings(args) or not _strings(env) or not isinstance(cwd, str):
+        raise ConversionError(f"{config_path}: malformed process.args, process.env or process.cwd")
+    return path / root_path, Program(args, env, cwd)
+
+
+def set_enclave_env(bundle: str | os.PathLike[str], runtime: str) -> None:
+    """Write the sim enclave's variables into the bundle's process environment."""
+    config_path = Path(bundle) / "config.json"
+    config = _read_config(config_path)
+    process = config.get("process")
+    if not isinstance(process, dict) or not _strings(process.get("env") or []):
+        raise ConversionError(f"{config_path}: malformed process.env")
+    process["env"] = enclave_env(process.get("env") or [], runtime)
+    _write_config(config_path, config)
+
+
+def _write_config(config_path: Path, config: dict[str, Any]) -> None:
     temporary = config_path.with_name(f".config.json.{os.getpid()}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
@@ -223,7 +263,6 @@ def convert_bundle(
     except OSError as error:
         temporary.unlink(missing_ok=True)
         raise ConversionError(f"cannot write {config_path}: {error.strerror}") from None
-    return Conversion(runtime, entrypoint, signature)
 
 
 def _read_config(config_path: Path) -> dict[str, Any]:

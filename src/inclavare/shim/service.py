@@ -155,6 +155,7 @@ def _options_file(path: str) -> dict[str, Any]:
         ("NoPivotRoot", "no_pivot_root", bool),
         ("NoNewKeyring", "no_new_keyring", bool),
         ("SigningKey", "signing_key", str),
+        ("InclavareConfig", "inclavare_config", str),
     ):
         if key in table:
             if not isinstance(table[key], kind):
@@ -351,7 +352,13 @@ class TaskService:
                 container.rootfs_mounted = True
             carrier_name = carrier.requested(_read_config(bundle))
             if carrier_name is not None:
-                carrier.convert(bundle, carrier_name, str(options.get("signing_key", "")))
+                carrier.convert(
+                    bundle,
+                    carrier_name,
+                    str(options.get("signing_key", "")),
+                    str(options.get("inclavare_config", "")),
+                    self.log,
+                )
             process.io = ProcessIO(process.stdin, process.stdout, process.stderr, process.terminal)
             pid_file = os.path.join(bundle, "init.pid")
             runtime.create(
