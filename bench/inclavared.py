@@ -53,10 +53,9 @@ from tests.integration.eaa_support import (  # noqa: E402
 )
 
 from inclavare.eaa import protocol, service_image  # noqa: E402
-from inclavare.eaa.address import Address, parse_address  # noqa: E402
+from inclavare.eaa.address import Address, open_session, parse_address  # noqa: E402
 from inclavare.eaa.evidence import check_party  # noqa: E402
 from inclavare.eaa.remote import open_tunnel, remote_attest  # noqa: E402
-from inclavare.tls import aio  # noqa: E402
 from inclavare.tls.config import Config  # noqa: E402
 from inclavare.tls.endpoint import EnclaveTls  # noqa: E402
 
@@ -98,12 +97,6 @@ class Rune:
             )
         if check and result.returncode != 0:
             raise RuntimeError(f"rune {' '.join(args)}: {errors.read_text().strip()}")
-
-
-async def open_session(tls: EnclaveTls, address: Address) -> aio.AsyncSession:
-    if address.scheme == "unix":
-        return await aio.open_unix_connection(tls, address.path)
-    return await aio.open_connection(tls, address.host, address.port)
 
 
 async def echo_through(

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from inclavare.errors import InclavareError
+
+if TYPE_CHECKING:
+    from inclavare.tls.aio import AsyncHandler, AsyncServer, AsyncSession, ErrorHandler
+    from inclavare.tls.endpoint import EnclaveTls
 
 
 class AddressError(InclavareError):
@@ -17,6 +24,16 @@ class Address:
     host: str = ""
     port: int = 0
     path: str = ""
+
+    @property
+    def family(self) -> socket.AddressFamily:
+        if self.scheme == "unix":
+            return socket.AF_UNIX
+        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
+    @property
+    def socket_address(self) -> str | tuple[str, int]:
+        return self.path if self.scheme == "unix" else (self.host, self.port)
 
     def __str__(self) -> str:
         if self.scheme == "unix":
@@ -53,3 +70,34 @@ def parse_address(text: str, default_port: int | None = None) -> Address:
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise AddressError(f"address {text!r}: the port must be a number from 0 to 65535")
     return Address("tcp", host, int(port_text))
+
+
+async def open_session(tls: EnclaveTls, address: Address) -> AsyncSession:
+    """An Enclave-TLS session with the endpoint at `address`."""
+    from inclavare.tls import aio
+
+    if address.scheme == "unix":
+        return await aio.open_unix_connection(tls, address.path)
+    return await aio.open_connection(tls, address.host, address.port)
+
+
+async def start_session_server(
+    tls: EnclaveTls,
+    handler: AsyncHandler,
+    address: Address,
+    on_error: ErrorHandler | None = None,
+    backlog: int = 128,
+) -> AsyncServer:
+    """An Enclave-TLS server at `address`, each client's session given to `handler`."""
+    from inclavare.tls import aio
+
+    if address.scheme == "unix":
+        return await aio.start_unix_server(tls, handler, address.path, on_error, backlog)
+    return await aio.start_server(tls, handler, address.host, address.port, on_error, backlog)
+
+
+async def open_stream(address: Address) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A plain stream connection to `address`."""
+    if address.scheme == "unix":
+        return await asyncio.open_unix_connection(address.path)
+    return await asyncio.open_connection(address.host, address.port)

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
 from inclavare.eaa import protocol
-from inclavare.eaa.address import Address
+from inclavare.eaa.address import Address, open_session, start_session_server
 from inclavare.eaa.evidence import (
     FORWARDED_EVIDENCE_CLAIM,
     EvidenceRejected,
@@ -102,21 +102,15 @@ class Inclavared:
     # --- serving ---------------------------------------------------------------------------
 
     async def listen(self, address: Address) -> AsyncServer:
-        from inclavare.tls import aio
-
         def refused(peer: object, error: Exception) -> None:
             self.metrics.session_ends["handshake-refused"] += 1
             self.log("session-refused", peer=str(peer or ""), reason=str(error))
 
         if address.scheme == "unix":
             _remove_stale_socket(address.path)
-            server = await aio.start_unix_server(
-                self.downstream, self.handle, address.path, refused, backlog=1024
-            )
-        else:
-            server = await aio.start_server(
-                self.downstream, self.handle, address.host, address.port, refused, backlog=1024
-            )
+        server = await start_session_server(
+            self.downstream, self.handle, address, refused, backlog=1024
+        )
         self.servers.append(server)
         return server
 
@@ -140,15 +134,11 @@ class Inclavared:
         """Listen for tunnel clients; returns the bound address (host, port) or (path, 0)."""
         if address.scheme == "unix":
             _remove_stale_socket(address.path)
-            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            where: str | tuple[str, int] = address.path
-        else:
-            family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
-            listener = socket.socket(family, socket.SOCK_STREAM)
+        listener = socket.socket(address.family, socket.SOCK_STREAM)
+        if address.scheme == "tcp":
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            where = (address.host, address.port)
         try:
-            listener.bind(where)
+            listener.bind(address.socket_address)
             listener.listen(1024)
             listener.setblocking(False)
         except OSError:
@@ -340,7 +330,6 @@ class Inclavared:
             raise
 
     async def _connect(self, number: int, name: str) -> AsyncSession:
-        from inclavare.tls import aio
         from inclavare.tls.errors import EnclaveTlsError
 
         address = self.enclaves.get(name)
@@ -349,10 +338,7 @@ class Inclavared:
                 f"unknown enclave {name!r} (this inclavared reaches: {', '.join(self.enclaves)})"
             )
         try:
-            if address.scheme == "unix":
-                upstream = await aio.open_unix_connection(self.upstream, address.path)
-            else:
-                upstream = await aio.open_connection(self.upstream, address.host, address.port)
+            upstream = await open_session(self.upstream, address)
         except EnclaveTlsError as error:
             self.metrics.verifications["enclave-session", "rejected"] += 1
             raise SessionEnded(f"enclave {name} at {address}: {error}", "enclave-failed") from None
@@ -517,17 +503,11 @@ async def _receive_exactly(sock: socket.socket, size: int) -> bytes:
 
 async def _connect_raw(address: Address, timeout: float) -> socket.socket:
     loop = asyncio.get_running_loop()
-    if address.scheme == "unix":
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        where: str | tuple[str, int] = address.path
-    else:
-        family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        where = (address.host, address.port)
+    sock = socket.socket(address.family, socket.SOCK_STREAM)
     sock.setblocking(False)
     try:
         async with asyncio.timeout(timeout):
-            await loop.sock_connect(sock, where)
+            await loop.sock_connect(sock, address.socket_address)
     except BaseException:
         sock.close()
         raise

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from inclavare.eaa import protocol
-from inclavare.eaa.address import Address
+from inclavare.eaa.address import Address, open_session, open_stream
 from inclavare.eaa.evidence import (
     FORWARDED_EVIDENCE_CLAIM,
     EvidenceRejected,
@@ -70,15 +70,11 @@ async def remote_attest(
 ) -> RemoteAttestation:
     """Attest the enclave behind inclavared at `address`. Raises `NotTrusted` when a party
     is refused and `Unreachable` when no verdict could be reached."""
-    from inclavare.tls import aio
     from inclavare.tls.errors import ConnectionClosed, HandshakeTimeout, PeerRejected
 
     nonce = os.urandom(NONCE_SIZE) if nonce is None else nonce
     try:
-        if address.scheme == "unix":
-            session = await aio.open_unix_connection(client_tls, address.path)
-        else:
-            session = await aio.open_connection(client_tls, address.host, address.port)
+        session = await open_session(client_tls, address)
     except PeerRejected as rejection:
         raise NotTrusted(f"inclavared: {rejection}") from None
     except (ConnectionClosed, HandshakeTimeout) as error:
@@ -190,10 +186,7 @@ async def open_tunnel(
     fields: dict[str, object] = {"enclave": enclave} if enclave else {}
     try:
         async with asyncio.timeout(timeout):
-            if address.scheme == "unix":
-                reader, writer = await asyncio.open_unix_connection(address.path)
-            else:
-                reader, writer = await asyncio.open_connection(address.host, address.port)
+            reader, writer = await open_stream(address)
     except (OSError, TimeoutError) as error:
         reason = getattr(error, "strerror", None) or "timed out"
         raise Unreachable(f"inclavared tunnel at {address}: {reason}") from None

@@ -116,14 +116,11 @@ def log(event: str, **fields: object) -> None:
 
 
 async def serve(service: EnclaveService, address: str) -> AsyncServer:
-    from inclavare.eaa.address import parse_address
-    from inclavare.tls import aio
+    from inclavare.eaa.address import parse_address, start_session_server
 
     where = parse_address(address)
 
     def failed(peer: object, error: Exception) -> None:
         log("session-refused", peer=str(peer or ""), reason=str(error))
 
-    if where.scheme == "unix":
-        return await aio.start_unix_server(service.tls, service.handle, where.path, failed)
-    return await aio.start_server(service.tls, service.handle, where.host, where.port, failed)
+    return await start_session_server(service.tls, service.handle, where, failed)
