@@ -80,22 +80,11 @@ def add_flags(parser: argparse.ArgumentParser, default_ip: str) -> None:
 
 
 def build_config(args: argparse.Namespace) -> Config:
+    from inclavare.cli.attestation_flags import load_policy_file, load_roots
     from inclavare.tls.config import Config
 
-    policy = None
-    if args.policy is not None:
-        from inclavare.attestation.policy import load_policy
-
-        policy = load_policy(_read(args.policy, "--policy"), args.policy)
-    roots = []
-    for path in args.roots:
-        from inclavare.attestation.certificate import parse_certificates
-        from inclavare.attestation.errors import MalformedEvidence
-
-        try:
-            roots.extend(parse_certificates(_read(path, "--roots")))
-        except MalformedEvidence as error:
-            raise UsageError(f"--roots {path}: not a certificate file ({error})") from None
+    policy = load_policy_file(args.policy, "--policy")
+    roots = load_roots(args.roots)
     if args.port < 0 or args.port > 65535:
         raise UsageError(f"--port {args.port} is not a TCP port")
     if args.timeout <= 0:
@@ -110,7 +99,7 @@ def build_config(args: argparse.Namespace) -> Config:
         session_evidence=not args.no_session_evidence,
         policy=policy,
         allow_simulated=args.allow_sim,
-        roots=tuple(roots),
+        roots=roots,
         debug_enclave=args.debug_enclave,
         handshake_timeout=args.timeout,
     )
@@ -128,10 +117,3 @@ def write_certificate(path: str, certificate: bytes | None) -> None:
         Path(path).write_text(text)
     except OSError as error:
         raise UsageError(f"cannot write --cert-out {path}: {error.strerror or error}") from None
-
-
-def _read(path: str, option: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as error:
-        raise UsageError(f"cannot read {option} {path}: {error.strerror or error}") from None
