@@ -62,7 +62,7 @@ def load_policy_file(path: str | None, option: str) -> Policy | None:
     try:
         return load_policy(read_file(path, option), path)
     except AttestationInputError as error:
-        raise UsageError(f"{option} {path}: {error}") from None
+        raise UsageError(f"{option}: {error}") from None
 
 
 def load_roots(paths: list[str]) -> tuple[Certificate, ...]:
