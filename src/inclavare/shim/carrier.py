@@ -28,7 +28,6 @@ which containerd shows to its client.
 
 from __future__ import annotations
 
-import importlib
 import os
 
 from inclavare.errors import InclavareError
@@ -79,14 +78,6 @@ def convert(
         raise RpcError(
             ttrpc.INVALID_ARGUMENT, f"{VARIABLE}={carrier!r}: unknown carrier (known: {known})"
         )
-    try:
-        # looked up by name: without inclavare.enclave.convert the shim still runs
-        # ordinary containers, and says so to a container that asks for a carrier
-        importlib.import_module("inclavare.enclave.convert")
-    except ImportError:
-        raise RpcError(
-            ttrpc.FAILED_PRECONDITION, f"{VARIABLE}={carrier}: this build cannot convert bundles"
-        ) from None
     from inclavare.shim import config as configuration
 
     try:
